@@ -11,5 +11,9 @@ urlpatterns = [
     path("api/v1/", include("feedback.exports.urls")),
     path("api/v1/", include("inference.urls")),
     path("api/v1/", include("training.urls")),
+    # Pages.
+    path("exports/", include("feedback.exports.page_urls")),
+    path("generation/", include("inference.page_urls")),
+    path("training/", include("training.page_urls")),
     path("", include("feedback.urls")),
 ]
