@@ -370,6 +370,12 @@ class SnapshotKind(models.TextChoices):
     RAW = "raw", "Raw annotations"
 
 
+class SnapshotStatus(models.TextChoices):
+    DRAFT = "draft", "Draft (filters frozen, files not written)"
+    WRITTEN = "written", "Written (hash fixed)"
+    FAILED = "failed", "Failed"
+
+
 class DatasetSnapshot(models.Model):
     """A frozen, hashed export of labels; training runs name the one they trained on."""
 
@@ -377,11 +383,35 @@ class DatasetSnapshot(models.Model):
     kind = models.CharField(max_length=16, choices=SnapshotKind.choices)
     projects = models.ManyToManyField(Project, related_name="snapshots")
     filters = models.JSONField(default=dict, blank=True)
+    frozen = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the filters resolved to at creation (annotation id cut-off, flagged annotators), "
+        "so that a re-export reads exactly the same rows.",
+    )
+    seed = models.IntegerField(default=0, help_text="Seeds the train/test split by prompt.")
+    test_fraction = models.FloatField(default=0.1, help_text="Share of prompts held out for test.")
+    pseudonym_salt = models.CharField(max_length=64, blank=True, help_text="Keys annotator pseudonyms.")
+    status = models.CharField(max_length=10, choices=SnapshotStatus.choices, default=SnapshotStatus.DRAFT)
     row_counts = models.JSONField(default=dict, blank=True)
+    stats = models.JSONField(default=dict, blank=True, help_text="Agreement and rows dropped, by reason.")
     content_hash = models.CharField(max_length=64, blank=True)
+    file_sizes = models.JSONField(default=dict, blank=True, help_text="Bytes per written file.")
     path = models.CharField(max_length=1000, blank=True, help_text="Folder holding the files.")
+    error = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
+    written_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(test_fraction__gte=0) & Q(test_fraction__lt=1), name="snapshot_test_fraction_0_1"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="written") | ~Q(content_hash=""), name="snapshot_written_has_hash"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.kind})"
