@@ -129,7 +129,9 @@ class Command(BaseCommand):
         finally:
             for c in children:
                 if c.poll() is None:
-                    c.terminate()
+                    # Celery's warm shutdown would wait for a long generation to finish: stop cold.
+                    # The job is left for the next worker to resume (acks_late re-delivers it).
+                    c.send_signal(signal.SIGQUIT if "celery" in c.args else signal.SIGTERM)
             deadline = time.time() + 15
             for c in children:
                 try:
