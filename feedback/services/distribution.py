@@ -1,0 +1,451 @@
+"""Task distribution: lease the next item, submit, skip, undo.
+
+Invariant (checked by the database where it can be, and by these statements where it cannot):
+for every item, ``annotations_count + live leases <= annotations_required``.
+
+How each backend makes racing ``next`` calls safe:
+- SQLite: every transaction starts with BEGIN IMMEDIATE (config/settings/base.py), so writers are serialised
+  from the first statement; the pick and the insert see one consistent database.
+- PostgreSQL (READ COMMITTED): the pick locks the item row with ``FOR UPDATE SKIP LOCKED``; the lease is then
+  inserted by a *second* statement that re-counts live leases while the row lock is held. A statement
+  takes a fresh snapshot, so it sees leases that another ``next`` committed just before we locked the row
+  (the pick's snapshot may not). If the re-check inserts nothing, we pick again.
+Submit turns a lease into an annotation under the same row lock (it updates the item row), so the sum
+``annotations_count + live leases`` never grows.
+
+SQL per call on the hot path (statements sent to the database, BEGIN included on SQLite):
+- next: [BEGIN] + live-lease check + pick (item, prompt and candidates in one row) + insert = 3-4.
+- submit: [BEGIN] + delete lease (RETURNING order shown) + update item (RETURNING kind) + insert annotation
+  + insert derived rows = 4-5 (one more when a demonstration is written).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from feedback.errors import (
+    AlreadyAnnotated,
+    IdempotencyKeyReused,
+    InvalidInput,
+    NoLiveLease,
+    NotFound,
+    UndoWindowPassed,
+)
+from feedback.models import (
+    Annotation,
+    AssignmentOrder,
+    BinaryLabel,
+    Candidate,
+    Demonstration,
+    Item,
+    ItemCandidate,
+    Lease,
+    PreferencePair,
+    Project,
+    Prompt,
+    Skip,
+)
+from feedback.services.payloads import validate_extras, validate_payload
+
+MAX_PICK_ATTEMPTS = 8
+
+T_ITEM = Item._meta.db_table
+T_LEASE = Lease._meta.db_table
+T_ANN = Annotation._meta.db_table
+T_SKIP = Skip._meta.db_table
+T_PROMPT = Prompt._meta.db_table
+T_IC = ItemCandidate._meta.db_table
+T_CAND = Candidate._meta.db_table
+T_PROJECT = Project._meta.db_table
+
+
+def _is_pg() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _dt(value: datetime) -> Any:
+    """A datetime as the backend stores it (SQLite: text in UTC; PostgreSQL: timestamptz)."""
+    return value if _is_pg() else connection.ops.adapt_datetimefield_value(value)
+
+
+def _json_param(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _candidates_sql() -> str:
+    if _is_pg():
+        return (
+            "(SELECT json_agg(json_build_object('id', c.id, 'text', c.text, 'finish_reason', c.finish_reason,"
+            " 'model_version_id', c.model_version_id, 'position', ic.position) ORDER BY ic.position)"
+            f" FROM {T_IC} ic JOIN {T_CAND} c ON c.id = ic.candidate_id WHERE ic.item_id = i.id)"
+        )
+    return (
+        "(SELECT json_group_array(json_object('id', c.id, 'text', c.text, 'finish_reason', c.finish_reason,"
+        " 'model_version_id', c.model_version_id, 'position', ic.position))"
+        f" FROM {T_IC} ic JOIN {T_CAND} c ON c.id = ic.candidate_id WHERE ic.item_id = i.id)"
+    )
+
+
+def _pick_sql(order: str, *, exclude: int) -> str:
+    pg = _is_pg()
+    if order == AssignmentOrder.PRIORITY:
+        order_by, index = "i.priority DESC, i.id", "item_open_priority"
+    elif order == AssignmentOrder.RANDOM:
+        order_by, index = "i.id", ""
+    else:
+        order_by, index = "i.annotations_count, i.id", "item_open_fewest"
+    # SQLite may ignore a partial index and walk finished items (DESIGN.md): name it explicitly.
+    indexed = f" INDEXED BY {index}" if index and not pg else ""
+    random_pivot = (
+        f" AND i.id >= (SELECT MIN(id) FROM {T_ITEM} WHERE project_id = %s) + %s * "
+        f"((SELECT MAX(id) FROM {T_ITEM} WHERE project_id = %s) - (SELECT MIN(id) FROM {T_ITEM} WHERE project_id = %s))"
+        if order == AssignmentOrder.RANDOM
+        else ""
+    )
+    not_in = f" AND i.id NOT IN ({', '.join(['%s'] * exclude)})" if exclude else ""
+    lock = " FOR UPDATE OF i SKIP LOCKED" if pg else ""
+    return (
+        f"SELECT i.id, i.prompt_id, i.annotations_count, i.annotations_required, i.is_gold, i.priority,"
+        f" p.text, p.messages, {_candidates_sql()}"
+        f" FROM {T_ITEM} i{indexed} JOIN {T_PROMPT} p ON p.id = i.prompt_id"
+        f" WHERE i.project_id = %s AND i.is_open AND i.is_gold = %s"
+        f" AND i.annotations_count + (SELECT COUNT(*) FROM {T_LEASE} l"
+        f"   WHERE l.item_id = i.id AND l.expires_at > %s) < i.annotations_required"
+        f" AND NOT EXISTS (SELECT 1 FROM {T_ANN} a WHERE a.item_id = i.id AND a.annotator_id = %s)"
+        f" AND NOT EXISTS (SELECT 1 FROM {T_SKIP} s WHERE s.item_id = i.id AND s.annotator_id = %s)"
+        f"{random_pivot}{not_in}"
+        f" ORDER BY {order_by} LIMIT 1{lock}"
+    )
+
+
+def _insert_lease_sql() -> str:
+    cast = "::jsonb" if _is_pg() else ""
+    # Re-counts live leases in its own statement (a fresh snapshot on PostgreSQL) while the row lock is held.
+    # An expired lease of this annotator on the item is renewed in place (one row per item and annotator).
+    return (
+        f"INSERT INTO {T_LEASE} (item_id, annotator_id, order_shown, created_at, expires_at)"
+        f" SELECT i.id, %s, %s{cast}, %s, %s FROM {T_ITEM} i"
+        f" WHERE i.id = %s AND i.is_open AND i.annotations_count + (SELECT COUNT(*) FROM {T_LEASE} l"
+        f"   WHERE l.item_id = i.id AND l.expires_at > %s) < i.annotations_required"
+        f" ON CONFLICT (item_id, annotator_id) DO UPDATE SET order_shown = excluded.order_shown,"
+        f" created_at = excluded.created_at, expires_at = excluded.expires_at"
+        f" RETURNING id"
+    )
+
+
+def _build_lease(
+    *,
+    lease_id: int,
+    project: Project,
+    user: AbstractBaseUser,
+    item_row: Sequence[Any],
+    order_shown: list[int],
+    candidates: list[Candidate],
+    now: datetime,
+    expires_at: datetime,
+) -> Lease:
+    item_id, prompt_id, count, required, is_gold, priority, p_text, p_messages = item_row[:8]
+    prompt = Prompt.from_db(
+        "default", ["id", "project_id", "text", "messages"], [prompt_id, project.pk, p_text, p_messages]
+    )
+    prompt.messages = _loads(p_messages)
+    item = Item.from_db(
+        "default",
+        ["id", "project_id", "prompt_id", "annotations_count", "annotations_required", "is_gold", "priority"],
+        [item_id, project.pk, prompt_id, count, required, bool(is_gold), priority],
+    )
+    item.project = project
+    item.prompt = prompt
+    lease = Lease.from_db(
+        "default",
+        ["id", "item_id", "annotator_id", "order_shown", "created_at", "expires_at"],
+        [lease_id, item_id, user.pk, order_shown, now, expires_at],
+    )
+    lease.item = item
+    lease.annotator = user
+    lease.candidates_shown = candidates  # type: ignore[attr-defined]
+    return lease
+
+
+def lease_candidates(*, lease: Lease) -> list[Candidate]:
+    """The lease's candidates in the order shown (one query; already there on a lease from item_next)."""
+    cached = getattr(lease, "candidates_shown", None)
+    if cached is not None:
+        return cached
+    by_id = Candidate.objects.only("id", "text", "finish_reason", "model_version_id", "prompt_id").in_bulk(
+        lease.order_shown
+    )
+    lease.candidates_shown = [by_id[c] for c in lease.order_shown if c in by_id]  # type: ignore[attr-defined]
+    return lease.candidates_shown  # type: ignore[attr-defined]
+
+
+def _lease_one(*, project: Project, user: AbstractBaseUser, now: datetime, gold: bool) -> Lease | None:
+    expires_at = now + timedelta(seconds=project.lease_ttl_seconds)
+    now_p = _dt(now)
+    tried: list[int] = []
+    wrap = False
+    with connection.cursor() as cursor:
+        for _ in range(MAX_PICK_ATTEMPTS):
+            params: list[Any] = [project.pk, gold, now_p, user.pk, user.pk]
+            if project.assignment_order == AssignmentOrder.RANDOM:
+                pivot = 0.0 if wrap else random.random()
+                params += [project.pk, pivot, project.pk, project.pk]
+            params += tried
+            cursor.execute(_pick_sql(project.assignment_order, exclude=len(tried)), params)
+            row = cursor.fetchone()
+            if row is None:
+                if project.assignment_order == AssignmentOrder.RANDOM and not wrap:
+                    wrap = True  # nothing at or after the pivot: start again from the first item
+                    continue
+                return None
+            raw = sorted(_loads(row[8]) or [], key=lambda c: c["position"])
+            candidates = [
+                Candidate.from_db(
+                    "default",
+                    ["id", "prompt_id", "model_version_id", "text", "finish_reason"],
+                    [c["id"], row[1], c["model_version_id"], c["text"], c["finish_reason"]],
+                )
+                for c in raw
+            ]
+            random.shuffle(candidates)
+            order_shown = [c.pk for c in candidates]
+            cursor.execute(
+                _insert_lease_sql(),
+                [user.pk, _json_param(order_shown), _dt(now), _dt(expires_at), row[0], now_p],
+            )
+            inserted = cursor.fetchone()
+            if inserted is not None:
+                return _build_lease(
+                    lease_id=inserted[0],
+                    project=project,
+                    user=user,
+                    item_row=row,
+                    order_shown=order_shown,
+                    candidates=candidates,
+                    now=now,
+                    expires_at=expires_at,
+                )
+            tried.append(row[0])  # another next() filled it between our snapshot and the lock: pick again
+    return None
+
+
+def item_next(*, project: Project, user: AbstractBaseUser) -> Lease | None:
+    """Lease one item of the project to the user for the project's TTL, or None when nothing is left.
+
+    The user's live lease in this project comes back first (a reload shows the same item, same order).
+    Never an item they annotated or skipped; never more live leases + annotations than the item needs.
+    Gold items are served with probability ``project.gold_rate`` (and only then).
+    The returned lease carries ``item`` (with ``prompt``) and ``candidates_shown`` in display order.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        live = (
+            Lease.objects.filter(annotator=user, item__project=project, expires_at__gt=now)
+            .select_related("item__prompt")
+            .order_by("created_at")
+            .first()
+        )
+        if live is not None:
+            live.item.project = project
+            lease_candidates(lease=live)
+            return live
+        want_gold = project.gold_rate > 0 and random.random() < project.gold_rate
+        for gold in (True, False) if want_gold else (False,):
+            lease = _lease_one(project=project, user=user, now=now, gold=gold)
+            if lease is not None:
+                return lease
+    return None
+
+
+def _submit_sql() -> tuple[str, str]:
+    bool_true = "true" if _is_pg() else "1"
+    delete = f"DELETE FROM {T_LEASE} WHERE item_id = %s AND annotator_id = %s AND expires_at > %s RETURNING order_shown"
+    update = (
+        f"UPDATE {T_ITEM} SET annotations_count = annotations_count + 1,"
+        f" is_open = (annotations_count + 1 < annotations_required)"
+        f" WHERE id = %s AND is_open = {bool_true}"
+        f" RETURNING prompt_id, project_id,"
+        f" (SELECT task_kind FROM {T_PROJECT} pr WHERE pr.id = {T_ITEM}.project_id),"
+        f" (SELECT allow_ties FROM {T_PROJECT} pr WHERE pr.id = {T_ITEM}.project_id)"
+    )
+    return delete, update
+
+
+def _first_result(*, user: AbstractBaseUser, item_id: int, idempotency_key: str) -> Annotation:
+    """After a submit found no live lease: the retry's first result, or the reason it cannot be accepted."""
+    existing = Annotation.objects.filter(annotator=user, idempotency_key=idempotency_key).first()
+    if existing is not None:
+        if existing.item_id != item_id:
+            raise IdempotencyKeyReused(
+                f"idempotency key {idempotency_key!r} was already used for item {existing.item_id}; "
+                "use a new key for each annotation",
+                details={"item_id": existing.item_id},
+            )
+        return existing
+    if Annotation.objects.filter(annotator=user, item_id=item_id).exists():
+        raise AlreadyAnnotated(f"you already annotated item {item_id}")
+    raise NoLiveLease(
+        f"you hold no live lease on item {item_id}: it expired or was never yours; ask for the next item",
+        details={"item_id": item_id},
+    )
+
+
+def annotation_submit(
+    *,
+    user: AbstractBaseUser,
+    item_id: int,
+    payload: dict[str, Any],
+    idempotency_key: str,
+    time_spent_ms: int = 0,
+    comment: str = "",
+    flags: Iterable[str] = (),
+    demonstration: str = "",
+) -> tuple[Annotation, bool]:
+    """Turn the user's live lease on the item into an annotation and its derived rows, in one transaction.
+
+    Returns (annotation, created). A retry with the same idempotency key returns the first annotation and
+    created=False, writing nothing. Raises InvalidInput (400) for a payload that does not fit the task and
+    NoLiveLease / AlreadyAnnotated / IdempotencyKeyReused (409) when the state does not allow it.
+    """
+    if isinstance(item_id, bool) or not isinstance(item_id, int):
+        raise InvalidInput("item_id must be an integer", details={"field": "item_id"})
+    key, time_spent_ms, comment, flag_list, demonstration = validate_extras(
+        idempotency_key=idempotency_key,
+        time_spent_ms=time_spent_ms,
+        comment=comment,
+        flags=flags,
+        demonstration=demonstration,
+    )
+    now = timezone.now()
+    delete_sql, update_sql = _submit_sql()
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(delete_sql, [item_id, user.pk, _dt(now)])
+                row = cursor.fetchone()
+                if row is None:
+                    return _first_result(user=user, item_id=item_id, idempotency_key=key), False
+                order_shown = [int(c) for c in _loads(row[0])]
+                cursor.execute(update_sql, [item_id])
+                item_row = cursor.fetchone()
+            if item_row is None:  # pragma: no cover - a live lease keeps its item open
+                raise NoLiveLease(f"item {item_id} is closed")
+            prompt_id, _project_id, kind, allow_ties = item_row
+            judgement = validate_payload(kind, payload, order_shown, allow_ties=bool(allow_ties))
+            annotation = Annotation.objects.create(
+                item_id=item_id,
+                annotator=user,
+                kind=kind,
+                payload=judgement.payload,
+                order_shown=order_shown,
+                time_spent_ms=time_spent_ms,
+                comment=comment,
+                flags=flag_list,
+                idempotency_key=key,
+            )
+            if judgement.pairs:
+                PreferencePair.objects.bulk_create(
+                    PreferencePair(
+                        annotation=annotation,
+                        prompt_id=prompt_id,
+                        chosen_id=p.chosen,
+                        rejected_id=p.rejected,
+                        is_tie=p.is_tie,
+                        margin=p.margin,
+                    )
+                    for p in judgement.pairs
+                )
+            if judgement.labels:
+                BinaryLabel.objects.bulk_create(
+                    BinaryLabel(
+                        annotation=annotation,
+                        candidate_id=lb.candidate,
+                        label=lb.label,
+                        reasons=list(lb.reasons),
+                    )
+                    for lb in judgement.labels
+                )
+            if demonstration:
+                Demonstration.objects.create(annotation=annotation, prompt_id=prompt_id, text=demonstration)
+            return annotation, True
+    except IntegrityError:
+        # The (annotator, idempotency key) pair may be taken by an annotation of another item: report that.
+        if not Annotation.objects.filter(annotator=user, idempotency_key=key).exists():
+            raise
+        return _first_result(user=user, item_id=item_id, idempotency_key=key), False
+
+
+@transaction.atomic
+def item_skip(*, user: AbstractBaseUser, item_id: int, reason: str) -> Skip:
+    """Give back a leased item with a reason; the user is not offered it again. Idempotent."""
+    reason = (reason or "").strip() if isinstance(reason, str) else ""
+    if not reason:
+        raise InvalidInput("say why you skip (reason)", details={"field": "reason"})
+    if len(reason) > 500:
+        raise InvalidInput("reason is at most 500 characters", details={"field": "reason"})
+    now = timezone.now()
+    deleted, _ = Lease.objects.filter(item_id=item_id, annotator=user, expires_at__gt=now).delete()
+    if not deleted:
+        existing = Skip.objects.filter(item_id=item_id, annotator=user).first()
+        if existing is not None:
+            return existing
+        raise NoLiveLease(f"you hold no live lease on item {item_id}", details={"item_id": item_id})
+    return Skip.objects.create(item_id=item_id, annotator=user, reason=reason)
+
+
+@transaction.atomic
+def annotation_undo(*, user: AbstractBaseUser, annotation_id: int) -> Lease:
+    """Withdraw the user's own annotation within the project's undo window.
+
+    Deletes the annotation and its derived rows, reopens the item, and gives the item back to the user as a
+    fresh lease with the same order shown, so the next ``item_next`` returns it to be judged again (skipping
+    it frees the slot for others).
+    """
+    now = timezone.now()
+    annotation = (
+        Annotation.objects.select_related("item__project")
+        .select_for_update(of=("self",))
+        .filter(pk=annotation_id, annotator=user)
+        .first()
+    )
+    if annotation is None:
+        raise NotFound(f"you have no annotation {annotation_id}")
+    project = annotation.item.project
+    if annotation.created_at + timedelta(seconds=project.undo_window_seconds) < now:
+        raise UndoWindowPassed(
+            f"annotation {annotation_id} is older than this project's undo window "
+            f"({project.undo_window_seconds} s)"
+        )
+    item_id = annotation.item_id
+    order_shown = annotation.order_shown
+    annotation.delete()  # cascades to its pairs, labels and demonstration
+    Item.objects.filter(pk=item_id).update(annotations_count=F("annotations_count") - 1, is_open=True)
+    lease, _ = Lease.objects.update_or_create(
+        item_id=item_id,
+        annotator=user,
+        defaults={
+            "order_shown": order_shown,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=project.lease_ttl_seconds),
+        },
+    )
+    return lease
+
+
+def leases_reclaim(*, now: datetime | None = None) -> int:
+    """Delete expired leases (they already count for nothing; this keeps the table small). Returns how many."""
+    deleted, _ = Lease.objects.filter(expires_at__lte=now or timezone.now()).delete()
+    return deleted
