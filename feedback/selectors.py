@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from feedback.models import Annotation, Item, Membership, Project
+from feedback.models import Annotation, Item, Lease, Membership, Project, Skip
 
 
 @dataclass(frozen=True)
@@ -54,3 +56,120 @@ def project_progress_for_user(*, user: AbstractBaseUser) -> list[ProjectProgress
             )
         )
     return rows
+
+
+# ---- annotate pages (issue 3) ----------------------------------------------------------------
+
+
+def membership_get(*, project: Project, user: AbstractBaseUser) -> Membership | None:
+    return Membership.objects.filter(project=project, user=user).first()
+
+
+def annotation_last_undoable(*, project: Project, user: AbstractBaseUser) -> Annotation | None:
+    """The user's latest annotation in the project, if it is still within the project's undo window."""
+    if not project.undo_window_seconds:
+        return None
+    since = timezone.now() - timedelta(seconds=project.undo_window_seconds)
+    return (
+        Annotation.objects.filter(annotator=user, item__project=project, created_at__gte=since)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def annotations_today_count(*, project: Project, user: AbstractBaseUser) -> int:
+    today_start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    return Annotation.objects.filter(annotator=user, item__project=project, created_at__gte=today_start).count()
+
+
+@dataclass(frozen=True)
+class AnnotatorProgress:
+    user_id: int
+    username: str
+    role: str
+    total: int
+    today: int
+    skips: int
+    median_time_ms: int | None
+    flagged: bool
+
+
+@dataclass(frozen=True)
+class ProjectProgressDetail:
+    project: Project
+    items: int
+    items_done: int
+    annotations_needed: int
+    annotations_done: int
+    live_leases: int
+    skips: int
+    flagged_annotations: int
+    annotators: list[AnnotatorProgress]
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.annotations_done / self.annotations_needed) if self.annotations_needed else 0
+
+    @property
+    def items_percent(self) -> int:
+        return round(100 * self.items_done / self.items) if self.items else 0
+
+
+def project_progress_detail(*, project: Project) -> ProjectProgressDetail:
+    """Items done / needed and per-annotator counts, for admins and reviewers."""
+    now = timezone.now()
+    today_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    agg = Item.objects.filter(project=project).aggregate(
+        n=Count("id"),
+        done=Count("id", filter=Q(is_open=False)),
+        need=Sum("annotations_required"),
+        have=Sum("annotations_count"),
+    )
+    annotations = Annotation.objects.filter(item__project=project)
+    per_user = {
+        row["annotator_id"]: row
+        for row in annotations.values("annotator_id").annotate(
+            total=Count("id"), today=Count("id", filter=Q(created_at__gte=today_start))
+        )
+    }
+    times: dict[int, list[int]] = {}
+    for uid, ms in annotations.values_list("annotator_id", "time_spent_ms"):
+        times.setdefault(uid, []).append(ms)
+    skips = dict(
+        Skip.objects.filter(item__project=project)
+        .values("annotator_id")
+        .annotate(n=Count("id"))
+        .values_list("annotator_id", "n")
+    )
+    members = {m.user_id: m for m in Membership.objects.filter(project=project).select_related("user")}
+    user_ids = set(members) | set(per_user) | set(skips)
+    User = get_user_model()
+    names = dict(User.objects.filter(pk__in=user_ids).values_list("pk", User.USERNAME_FIELD))
+    rows = []
+    for uid in user_ids:
+        ts = sorted(times.get(uid, []))
+        m = members.get(uid)
+        rows.append(
+            AnnotatorProgress(
+                user_id=uid,
+                username=names.get(uid, str(uid)),
+                role=m.role if m else "",
+                total=per_user.get(uid, {}).get("total", 0),
+                today=per_user.get(uid, {}).get("today", 0),
+                skips=skips.get(uid, 0),
+                median_time_ms=ts[len(ts) // 2] if ts else None,
+                flagged=bool(m and m.flagged),
+            )
+        )
+    rows.sort(key=lambda r: (-r.total, r.username))
+    return ProjectProgressDetail(
+        project=project,
+        items=agg["n"] or 0,
+        items_done=agg["done"] or 0,
+        annotations_needed=agg["need"] or 0,
+        annotations_done=agg["have"] or 0,
+        live_leases=Lease.objects.filter(item__project=project, expires_at__gt=now).count(),
+        skips=sum(skips.values()),
+        flagged_annotations=annotations.exclude(flags=[]).count(),
+        annotators=rows,
+    )

@@ -1,17 +1,324 @@
-"""Pages. Thin: fetch, authorise, call a selector or service, render."""
+"""Pages. Thin: fetch, authorise, call a selector or service, render.
 
+The annotate page is rendered on the server (responses as sanitised markdown); its script posts the
+judgement as JSON to `annotate_submit` (session + CSRF) with a key per lease, so a retried submit never
+makes a second annotation. Skip and undo are plain form posts that redirect back to the page.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import wraps
+from typing import Any
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import get_token
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
 
-from feedback.selectors import project_progress_for_user
+from feedback.errors import FeedbackError
+from feedback.models import Candidate, Membership, Project, Role, TaskKind
+from feedback.rendering import render_markdown
+from feedback.selectors import (
+    annotation_last_undoable,
+    annotations_today_count,
+    membership_get,
+    project_progress_detail,
+    project_progress_for_user,
+)
+from feedback.services import distribution
+from feedback.services.payloads import FLAGS
 from inference.models import GenerationJob
+
+# Model output must never run in the page: scripts only from this origin (the page has no inline
+# script), nothing fetched from elsewhere, no plugins, no framing by other sites.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "frame-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'self'",
+    ]
+)
+
+FLAG_LABELS = {"harmful": "Harmful", "pii": "Contains personal data", "broken": "Broken output"}
+FLAG_CHOICES = [(f, FLAG_LABELS.get(f, f)) for f in FLAGS]
+PAIRWISE_CHOICES = [
+    ("A", "A is better", "1"),
+    ("B", "B is better", "2"),
+    ("tie", "Tie", "3"),
+    ("both_bad", "Both bad", "4"),
+]
+REASON_CHOICES = [
+    ("correct", "Correct"),
+    ("clear", "Clear"),
+    ("incorrect", "Incorrect"),
+    ("unhelpful", "Unhelpful"),
+    ("unsafe", "Unsafe"),
+    ("too_long", "Too long"),
+    ("off_topic", "Off topic"),
+]
+SKIP_REASONS = [
+    ("unsure", "I can't judge this well"),
+    ("unclear_prompt", "The prompt is unclear"),
+    ("identical", "The responses are the same"),
+    ("broken", "Something is broken"),
+    ("other", "Another reason"),
+]
+FOLD_PX = 256  # responses taller than this start folded
+REVIEW_ROLES = {Role.ADMIN, Role.REVIEWER}
+
+
+def with_csp(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    return wrapped
+
+
+def _project_for(
+    request: HttpRequest, slug: str, *, roles: set[str] | None = None
+) -> tuple[Project, Membership | None]:
+    """The project if the user may use it (any member; `roles` narrows it), else 403/404."""
+    project = get_object_or_404(Project, slug=slug)
+    membership = membership_get(project=project, user=request.user)
+    if request.user.is_staff:
+        return project, membership
+    if membership is None or (roles is not None and membership.role not in roles):
+        raise PermissionDenied("You are not a member of this project with the right role.")
+    return project, membership
 
 
 @login_required
+@require_GET
 def home(request: HttpRequest) -> HttpResponse:
     progress = project_progress_for_user(user=request.user)
     jobs = GenerationJob.objects.filter(
         project__in=[p.project for p in progress], status__in=["queued", "running"]
     ).select_related("project")
-    return render(request, "feedback/home.html", {"progress": progress, "jobs": jobs})
+    return render(
+        request,
+        "feedback/home.html",
+        {"progress": progress, "jobs": jobs, "review_roles": {r.value for r in REVIEW_ROLES}},
+    )
+
+
+@dataclass(frozen=True)
+class CandidateView:
+    id: int
+    label: str
+    html: str
+    truncated: bool
+
+
+def _candidate_views(project: Project, candidates: list[Candidate]) -> list[CandidateView]:
+    pairwise = project.task_kind == TaskKind.PAIRWISE
+    return [
+        CandidateView(
+            id=c.pk,
+            label="AB"[i] if pairwise and i < 2 else str(i + 1),
+            html=render_markdown(c.text),
+            truncated=c.truncated,
+        )
+        for i, c in enumerate(candidates)
+    ]
+
+
+def _undo_context(project: Project, request: HttpRequest) -> dict[str, Any] | None:
+    last = annotation_last_undoable(project=project, user=request.user)
+    if last is None:
+        return None
+    until = last.created_at + timedelta(seconds=project.undo_window_seconds)
+    left = max(0, int((until - timezone.now()).total_seconds()))
+    return {"annotation": last, "until_iso": until.isoformat(), "seconds_left": left}
+
+
+@login_required
+@require_GET
+@with_csp
+def annotate(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = _project_for(request, slug)
+    undo = _undo_context(project, request)
+    config: dict[str, Any] = {
+        "project": project.slug,
+        "kind": project.task_kind,
+        "item": None,
+        "lease": None,
+        "csrf": get_token(request),
+        "fold_px": FOLD_PX,
+        "urls": {
+            "submit": reverse("annotate_submit", args=[project.slug]),
+            "next": reverse("annotate", args=[project.slug]),
+        },
+    }
+    guidelines_html = render_markdown(project.guidelines)
+    try:
+        lease = distribution.item_next(project=project, user=request.user)
+    except FeedbackError as exc:
+        return render(
+            request,
+            "feedback/annotate_empty.html",
+            {
+                "project": project,
+                "reason": exc.message,
+                "undo": undo,
+                "config": config,
+                "guidelines_html": guidelines_html,
+            },
+            status=exc.http_status,
+        )
+    if lease is None:
+        return render(
+            request,
+            "feedback/annotate_empty.html",
+            {
+                "project": project,
+                "reason": "Every item is done, held by someone else, or already judged or skipped by you.",
+                "undo": undo,
+                "config": config,
+                "guidelines_html": guidelines_html,
+            },
+        )
+    item = lease.item
+    candidates = _candidate_views(project, distribution.lease_candidates(lease=lease))
+    prompt_messages = item.prompt.messages or [{"role": "user", "content": item.prompt.text}]
+    config.update(
+        item=item.pk,
+        lease=lease.pk,
+        order_shown=[c.id for c in candidates],
+        allow_ties=project.allow_ties,
+    )
+    context = {
+        "project": project,
+        "item": item,
+        "messages": [
+            {"role": m.get("role", "user"), "html": render_markdown(m.get("content", ""))}
+            for m in prompt_messages
+        ],
+        "candidates": candidates,
+        "guidelines_html": guidelines_html,
+        "undo": undo,
+        "mine_today": annotations_today_count(project=project, user=request.user),
+        "flag_choices": FLAG_CHOICES,
+        "pairwise_choices": [c for c in PAIRWISE_CHOICES if c[0] != "tie" or project.allow_ties],
+        "reason_choices": REASON_CHOICES,
+        "skip_reasons": SKIP_REASONS,
+        "config": config,
+    }
+    return render(request, "feedback/annotate.html", context)
+
+
+def _json_error(code: str, message: str, status: int = 400) -> JsonResponse:
+    return JsonResponse({"code": code, "message": message}, status=status)
+
+
+@login_required
+@require_POST
+def annotate_submit(request: HttpRequest, slug: str) -> JsonResponse:
+    project, _ = _project_for(request, slug)
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return _json_error("invalid", "The request body is not JSON.")
+    if not isinstance(body, dict):
+        return _json_error("invalid", "The request body must be a JSON object.")
+    item_id = body.get("item_id")
+    if isinstance(item_id, bool) or not isinstance(item_id, int):
+        return _json_error("invalid", "item_id must be an integer.")
+    if not project.items.filter(pk=item_id).exists():
+        return _json_error("not_found", f"Item {item_id} is not in project {project.slug}.", 404)
+    try:
+        annotation, created = distribution.annotation_submit(
+            user=request.user,
+            item_id=item_id,
+            payload=body.get("payload"),
+            idempotency_key=body.get("idempotency_key") or "",
+            time_spent_ms=body.get("time_spent_ms", 0),
+            comment=body.get("comment") or "",
+            flags=body.get("flags") or [],
+            demonstration=body.get("demonstration") or "",
+        )
+    except FeedbackError as exc:
+        return JsonResponse(exc.as_dict(), status=exc.http_status)
+    return JsonResponse(
+        {
+            "annotation_id": annotation.pk,
+            "created": created,
+            "next": reverse("annotate", args=[project.slug]),
+        },
+        status=201 if created else 200,
+    )
+
+
+@login_required
+@require_POST
+def annotate_skip(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = _project_for(request, slug)
+    reasons = dict(SKIP_REASONS)
+    code = request.POST.get("reason", "")
+    detail = request.POST.get("detail", "").strip()
+    reason = reasons.get(code, "")
+    if not reason and not detail:
+        messages.error(request, "Say why you skip the item.")
+        return redirect("annotate", slug=project.slug)
+    text = f"{code}: {detail}" if code and detail else (code or detail)
+    try:
+        item_id = int(request.POST.get("item_id", ""))
+    except ValueError:
+        messages.error(request, "No item to skip.")
+        return redirect("annotate", slug=project.slug)
+    if not project.items.filter(pk=item_id).exists():
+        messages.error(request, f"Item {item_id} is not in this project.")
+        return redirect("annotate", slug=project.slug)
+    try:
+        distribution.item_skip(user=request.user, item_id=item_id, reason=text[:500])
+    except FeedbackError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.info(request, f"Skipped item {item_id}.")
+    return redirect("annotate", slug=project.slug)
+
+
+@login_required
+@require_POST
+def annotate_undo(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = _project_for(request, slug)
+    try:
+        annotation_id = int(request.POST.get("annotation_id", ""))
+    except ValueError:
+        messages.error(request, "No submission to undo.")
+        return redirect("annotate", slug=project.slug)
+    try:
+        distribution.annotation_undo(user=request.user, annotation_id=annotation_id)
+    except FeedbackError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.info(request, "Your last submission was undone.")
+    return redirect("annotate", slug=project.slug)
+
+
+@login_required
+@require_GET
+@with_csp
+def project_progress(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = _project_for(request, slug, roles={r.value for r in REVIEW_ROLES})
+    detail = project_progress_detail(project=project)
+    return render(request, "feedback/progress.html", {"project": project, "detail": detail})
