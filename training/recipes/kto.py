@@ -1,0 +1,155 @@
+"""KTO from binary labels: an ``unpaired`` snapshot (prompt / completion / label), or a
+``preference`` snapshot split into chosen = desirable and rejected = undesirable rows.
+
+Launch::
+
+    python -m training.recipes.kto --config training/configs/kto.yaml
+    accelerate launch --config_file training/configs/accelerate/multi_gpu.yaml \
+        -m training.recipes.kto --config training/configs/kto.yaml
+
+KTO estimates its KL term from mismatched completions *within a batch*, so the batch must hold
+more than one row and the trainer reads rows in order: this recipe shuffles them (seeded) first —
+thumbs exported prompt by prompt would otherwise put one prompt's rows together.
+
+Final evaluation: the trainer's reward means / margin / KL on the test split, plus
+``eval_label_accuracy``: the share of test rows whose implied reward
+(log pi - log pi_ref of the completion) has the sign of its label.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .config import RecipeConfig, ReferenceMixin, _field
+from .data import load_snapshot
+from .modeling import ensure_distinct_pad, load_causal_lm, load_tokenizer, lora_config
+from .runtime import RecipeRun
+
+
+@dataclass
+class Config(ReferenceMixin, RecipeConfig):
+    METHOD: ClassVar[str] = "kto"
+    SNAPSHOT_KINDS: ClassVar[tuple[str, ...]] = ("unpaired", "preference")
+    DEFAULT_LR: ClassVar[float] = 2e-4
+
+    beta: float = _field(0.1, "KL strength: higher keeps the policy closer to the reference.")
+    desirable_weight: float = _field(1.0, "Loss weight of thumbs-up rows.")
+    undesirable_weight: float = _field(1.0, "Loss weight of thumbs-down rows.")
+    balance_weights: bool = _field(
+        True,
+        "Scale desirable_weight so that desirable_weight*n_up ~ undesirable_weight*n_down "
+        "(KTO paper's guidance, Eq. 8) when thumbs are unbalanced.",
+    )
+
+    def validate(self, problems: list[tuple[str, str]]) -> None:
+        super().validate(problems)
+        if self.per_device_train_batch_size < 2:
+            problems.append(
+                ("per_device_train_batch_size", "KTO needs > 1: its KL term compares rows within a batch")
+            )
+        if self.per_device_eval_batch_size < 2:
+            problems.append(("per_device_eval_batch_size", "KTO needs > 1 (KL term within a batch)"))
+        if self.beta <= 0:
+            problems.append(("beta", "must be > 0"))
+        for name in ("desirable_weight", "undesirable_weight"):
+            if getattr(self, name) <= 0:
+                problems.append((name, "must be > 0"))
+
+
+def _unpair(rows: list[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        if "label" in r:
+            out.append({"prompt": r["prompt"], "completion": r["completion"], "label": bool(r["label"])})
+        else:
+            out.append({"prompt": r["prompt"], "completion": r["chosen"], "label": True})
+            out.append({"prompt": r["prompt"], "completion": r["rejected"], "label": False})
+    return out
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    from datasets import Dataset
+    from trl import KTOConfig, KTOTrainer
+
+    from .scoring import completion_logps
+
+    with RecipeRun(cfg) as rr:
+        snap = load_snapshot(
+            cfg.snapshot_dir,
+            kinds=cfg.SNAPSHOT_KINDS,
+            drop_truncated=cfg.drop_truncated,
+            keep_optional=(),
+            max_train_rows=cfg.max_train_rows,
+            seed=cfg.seed,
+        )
+        rr.attach_snapshot(snap)
+        train = _unpair(snap.train)
+        test = _unpair(snap.test)
+        random.Random(cfg.seed).shuffle(train)
+        n_up = sum(r["label"] for r in train)
+        n_down = len(train) - n_up
+        desirable_weight = cfg.desirable_weight
+        if cfg.balance_weights and n_up and n_down:
+            desirable_weight = (
+                cfg.desirable_weight * (n_down * cfg.undesirable_weight) / (n_up * cfg.desirable_weight)
+            )
+            desirable_weight = max(desirable_weight, 1e-3)
+        tok = load_tokenizer(cfg.model_name_or_path)
+        ensure_distinct_pad(tok)
+        model = load_causal_lm(cfg.model_name_or_path, cfg=cfg, tokenizer=tok)
+        ref = None
+        if cfg.ref_model_name_or_path:
+            ref = load_causal_lm(cfg.ref_model_name_or_path, cfg=cfg, tokenizer=tok)
+        elif not cfg.use_lora:
+            ref = load_causal_lm(cfg.model_name_or_path, cfg=cfg, tokenizer=tok)
+        args = KTOConfig(
+            **rr.trainer_kwargs(),
+            beta=cfg.beta,
+            desirable_weight=desirable_weight,
+            undesirable_weight=cfg.undesirable_weight,
+            max_length=cfg.max_length,
+        )
+        trainer = KTOTrainer(
+            model=model,
+            ref_model=ref,
+            args=args,
+            train_dataset=Dataset.from_list(train),
+            eval_dataset=Dataset.from_list(test) if len(test) >= 2 else None,
+            processing_class=tok,
+            peft_config=lora_config(cfg, "CAUSAL_LM"),
+            callbacks=[rr.callback()],
+        )
+        trainer.train(resume_from_checkpoint=rr.resume_from)
+        rr.write_progress(status="evaluating")
+        metrics: dict[str, Any] = {}
+        if len(test) >= 2:
+            metrics = trainer.evaluate()
+            policy = trainer.accelerator.unwrap_model(trainer.model)
+            policy.eval()
+            prompts = [r["prompt"] for r in test]
+            comps = [r["completion"] for r in test]
+            kw = {"batch_size": cfg.per_device_eval_batch_size, "max_length": cfg.max_length}
+            pol = completion_logps(policy, tok, prompts, comps, **kw)
+            if trainer.ref_model is not None:
+                refl = completion_logps(trainer.ref_model, tok, prompts, comps, **kw)
+            else:
+                with policy.disable_adapter():
+                    refl = completion_logps(policy, tok, prompts, comps, **kw)
+            hits = [(p - r > 0) == row["label"] for p, r, row in zip(pol, refl, test, strict=True)]
+            metrics["eval_label_accuracy"] = sum(hits) / len(hits)
+        return rr.finish(
+            trainer=trainer,
+            tokenizer=tok,
+            eval_metrics=metrics,
+            merge_loader=lambda: load_causal_lm(cfg.model_name_or_path, cfg=cfg, tokenizer=tok),
+            extra={"desirable_weight": desirable_weight, "rows": {"desirable": n_up, "undesirable": n_down}},
+        )
+
+
+if __name__ == "__main__":
+    from .cli import main
+
+    sys.exit(main(Config, run))

@@ -1,0 +1,144 @@
+"""Scoring helpers shared by recipes' evaluations and active selection (Django-free).
+
+- ``completion_logps``: summed log-probability of each completion given its prompt.
+- ``reward_scores``: a reward model's scalar for each (prompt, completion).
+- ``generate``: greedy completions for chat prompts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+Messages = list[dict[str, str]]
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _chat_ids(tokenizer, prompt: Messages, completion: Messages | None) -> tuple[list[int], int]:
+    """Token ids of prompt (+ completion) and the prompt's length, via the chat template."""
+    p_ids = tokenizer.apply_chat_template(
+        prompt, add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    if hasattr(p_ids, "keys"):
+        p_ids = p_ids["input_ids"]
+    if completion is None:
+        return list(p_ids), len(p_ids)
+    full = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=False)
+    if hasattr(full, "keys"):
+        full = full["input_ids"]
+    return list(full), len(p_ids)
+
+
+def _pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def completion_logps(
+    model,
+    tokenizer,
+    prompts: Sequence[Messages],
+    completions: Sequence[Messages],
+    *,
+    batch_size: int = 8,
+    max_length: int | None = None,
+) -> list[float]:
+    """Sum of log p(completion tokens | prompt) per row. Masks come from lengths, not the pad id."""
+    out: list[float] = []
+    device = _device(model)
+    for start in range(0, len(prompts), batch_size):
+        seqs, starts = [], []
+        for p, c in zip(
+            prompts[start : start + batch_size], completions[start : start + batch_size], strict=True
+        ):
+            ids, n_prompt = _chat_ids(tokenizer, p, c)
+            if max_length:
+                ids = ids[:max_length]
+            seqs.append(ids)
+            starts.append(min(n_prompt, len(ids)))
+        ids, mask = _pad_right(seqs, tokenizer.pad_token_id)
+        ids, mask = ids.to(device), mask.to(device)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+        for i, (seq, s) in enumerate(zip(seqs, starts, strict=True)):
+            out.append(float(logp[i, s - 1 : len(seq) - 1].sum()))
+    return out
+
+
+@torch.no_grad()
+def reward_scores(
+    model,
+    tokenizer,
+    prompts: Sequence[Messages],
+    completions: Sequence[Messages],
+    *,
+    batch_size: int = 8,
+    max_length: int | None = None,
+) -> list[float]:
+    """A one-logit sequence classifier's score for each (prompt, completion), read at the last real token."""
+    out: list[float] = []
+    device = _device(model)
+    for start in range(0, len(prompts), batch_size):
+        seqs = []
+        for p, c in zip(
+            prompts[start : start + batch_size], completions[start : start + batch_size], strict=True
+        ):
+            ids, _ = _chat_ids(tokenizer, p, c)
+            seqs.append(ids[:max_length] if max_length else ids)
+        ids, mask = _pad_right(seqs, tokenizer.pad_token_id)
+        # Read the score at each sequence's own last token (independent of how the head finds it).
+        base = getattr(model, model.base_model_prefix)
+        hidden = base(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        last = mask.sum(1).to(device) - 1
+        scores = model.score(hidden[torch.arange(len(seqs), device=device), last]).squeeze(-1).float()
+        out.extend(float(s) for s in scores)
+    return out
+
+
+@torch.no_grad()
+def generate(
+    model, tokenizer, prompts: Sequence[Messages], *, max_new_tokens: int, batch_size: int = 8
+) -> list[dict[str, Any]]:
+    """Greedy completions: ``[{"text", "finish_reason": "stop"|"length", "tokens"}]``."""
+    device = _device(model)
+    results: list[dict[str, Any]] = []
+    pad = tokenizer.pad_token_id
+    for start in range(0, len(prompts), batch_size):
+        seqs = [_chat_ids(tokenizer, p, None)[0] for p in prompts[start : start + batch_size]]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(seqs):  # left padding for generation
+            ids[i, width - len(s) :] = torch.tensor(s)
+            mask[i, width - len(s) :] = 1
+        gen = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        for row in gen[:, width:].tolist():
+            stop = tokenizer.eos_token_id in row
+            body = row[: row.index(tokenizer.eos_token_id)] if stop else row
+            body = [t for t in body if t != pad]
+            results.append(
+                {
+                    "text": tokenizer.decode(body, skip_special_tokens=True),
+                    "finish_reason": "stop" if stop else "length",
+                    "tokens": len(body),
+                }
+            )
+    return results
