@@ -85,6 +85,12 @@ def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
+def _from_db(model: type[Any], values: dict[str, Any]) -> Any:
+    """A model instance from row values (as if loaded; fields not given are deferred)."""
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    return model.from_db("default", names, [values[n] for n in names])
+
+
 def _candidates_sql() -> str:
     if _is_pg():
         return (
@@ -158,21 +164,33 @@ def _build_lease(
     expires_at: datetime,
 ) -> Lease:
     item_id, prompt_id, count, required, is_gold, priority, p_text, p_messages = item_row[:8]
-    prompt = Prompt.from_db(
-        "default", ["id", "project_id", "text", "messages"], [prompt_id, project.pk, p_text, p_messages]
+    prompt = _from_db(
+        Prompt, {"id": prompt_id, "project_id": project.pk, "text": p_text, "messages": _loads(p_messages)}
     )
-    prompt.messages = _loads(p_messages)
-    item = Item.from_db(
-        "default",
-        ["id", "project_id", "prompt_id", "annotations_count", "annotations_required", "is_gold", "priority"],
-        [item_id, project.pk, prompt_id, count, required, bool(is_gold), priority],
+    item = _from_db(
+        Item,
+        {
+            "id": item_id,
+            "project_id": project.pk,
+            "prompt_id": prompt_id,
+            "annotations_count": count,
+            "annotations_required": required,
+            "is_gold": bool(is_gold),
+            "priority": priority,
+        },
     )
     item.project = project
     item.prompt = prompt
-    lease = Lease.from_db(
-        "default",
-        ["id", "item_id", "annotator_id", "order_shown", "created_at", "expires_at"],
-        [lease_id, item_id, user.pk, order_shown, now, expires_at],
+    lease = _from_db(
+        Lease,
+        {
+            "id": lease_id,
+            "item_id": item_id,
+            "annotator_id": user.pk,
+            "order_shown": order_shown,
+            "created_at": now,
+            "expires_at": expires_at,
+        },
     )
     lease.item = item
     lease.annotator = user
@@ -213,10 +231,15 @@ def _lease_one(*, project: Project, user: AbstractBaseUser, now: datetime, gold:
                 return None
             raw = sorted(_loads(row[8]) or [], key=lambda c: c["position"])
             candidates = [
-                Candidate.from_db(
-                    "default",
-                    ["id", "prompt_id", "model_version_id", "text", "finish_reason"],
-                    [c["id"], row[1], c["model_version_id"], c["text"], c["finish_reason"]],
+                _from_db(
+                    Candidate,
+                    {
+                        "id": c["id"],
+                        "prompt_id": row[1],
+                        "model_version_id": c["model_version_id"],
+                        "text": c["text"],
+                        "finish_reason": c["finish_reason"],
+                    },
                 )
                 for c in raw
             ]
