@@ -199,11 +199,11 @@ def snapshot_write(
                 "are kept; make a new snapshot to export the current data."
             )
         row_counts = dict(stats.rows)
-        files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) + [
-            "README.md",
-            "manifest.json",
+        files = ["README.md", "manifest.json"]
+        files += [
+            f"{split}.{ext}" for ext in ("jsonl", "parquet") if ext in formats for split in ("train", "test")
         ]
-        files = sorted(set(files))
+        files += ["hf/"] if "hf" in formats else []
         manifest = {
             "snapshot_id": str(snapshot.pk),
             "name": snapshot.name,
