@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from feedback.models import Annotation, Item, Lease, Membership, Project, Skip
@@ -173,3 +173,123 @@ def project_progress_detail(*, project: Project) -> ProjectProgressDetail:
         flagged_annotations=annotations.exclude(flags=[]).count(),
         annotators=rows,
     )
+
+
+def lease_live_get(*, lease_id: int, project: Project, user: AbstractBaseUser) -> Lease | None:
+    """The user's live lease by id in this project (with item and prompt), or None."""
+    lease = (
+        Lease.objects.filter(pk=lease_id, annotator=user, item__project=project, expires_at__gt=timezone.now())
+        .select_related("item__prompt")
+        .first()
+    )
+    if lease is not None:
+        lease.item.project = project
+    return lease
+
+
+# ---- distribution and the REST API (issue 4) ----------------------------------------------------------------
+
+
+def annotations_of_user(*, user: AbstractBaseUser, project_id: int | None = None) -> QuerySet[Annotation]:
+    """The user's own annotations, newest first."""
+    qs = Annotation.objects.filter(annotator=user).select_related("item").order_by("-created_at", "-id")
+    return qs if project_id is None else qs.filter(item__project_id=project_id)
+
+
+def annotations_of_project(*, project: Project, annotator_id: int | None = None) -> QuerySet[Annotation]:
+    """Everyone's annotations in the project (for reviewers and admins), newest first."""
+    qs = (
+        Annotation.objects.filter(item__project=project)
+        .select_related("item", "annotator")
+        .order_by("-created_at", "-id")
+    )
+    return qs if annotator_id is None else qs.filter(annotator_id=annotator_id)
+
+
+@dataclass(frozen=True)
+class AnnotatorCount:
+    user_id: int
+    username: str
+    role: str
+    flagged: bool
+    annotations: int
+    skips: int
+    live_leases: int
+    median_time_ms: int | None
+
+
+@dataclass(frozen=True)
+class ProjectStats:
+    project: Project
+    items: int
+    items_open: int
+    items_done: int
+    gold_items: int
+    annotations_needed: int
+    annotations_done: int
+    live_leases: int
+    skips: int
+    annotators: list[AnnotatorCount]
+
+
+def project_stats(*, project: Project) -> ProjectStats:
+    now = timezone.now()
+    items = Item.objects.filter(project=project).aggregate(
+        n=Count("id"),
+        open=Count("id", filter=Q(is_open=True)),
+        gold=Count("id", filter=Q(is_gold=True)),
+        need=Sum("annotations_required"),
+        done=Sum("annotations_count"),
+    )
+    live = Lease.objects.filter(item__project=project, expires_at__gt=now)
+    per_user_ann = dict(
+        Annotation.objects.filter(item__project=project)
+        .values("annotator_id")
+        .annotate(n=Count("id"))
+        .values_list("annotator_id", "n")
+    )
+    per_user_skip = dict(
+        Skip.objects.filter(item__project=project)
+        .values("annotator_id")
+        .annotate(n=Count("id"))
+        .values_list("annotator_id", "n")
+    )
+    per_user_live = dict(
+        live.values("annotator_id").annotate(n=Count("id")).values_list("annotator_id", "n")
+    )
+    times: dict[int, list[int]] = {}
+    for uid, ms in Annotation.objects.filter(item__project=project).values_list("annotator_id", "time_spent_ms"):
+        times.setdefault(uid, []).append(ms)
+    members = Membership.objects.filter(project=project).select_related("user").order_by("user__username")
+    rows = []
+    for m in members:
+        t = sorted(times.get(m.user_id, []))
+        rows.append(
+            AnnotatorCount(
+                user_id=m.user_id,
+                username=m.user.get_username(),
+                role=m.role,
+                flagged=m.flagged,
+                annotations=per_user_ann.get(m.user_id, 0),
+                skips=per_user_skip.get(m.user_id, 0),
+                live_leases=per_user_live.get(m.user_id, 0),
+                median_time_ms=t[len(t) // 2] if t else None,
+            )
+        )
+    return ProjectStats(
+        project=project,
+        items=items["n"] or 0,
+        items_open=items["open"] or 0,
+        items_done=(items["n"] or 0) - (items["open"] or 0),
+        gold_items=items["gold"] or 0,
+        annotations_needed=items["need"] or 0,
+        annotations_done=items["done"] or 0,
+        live_leases=sum(per_user_live.values()),
+        skips=sum(per_user_skip.values()),
+        annotators=rows,
+    )
+
+
+def flagged_annotator_ids(*, project: Project) -> set[int]:
+    """Annotators below the quality threshold (left out of exports and the leaderboard by default)."""
+    return set(Membership.objects.filter(project=project, flagged=True).values_list("user_id", flat=True))

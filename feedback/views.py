@@ -30,6 +30,7 @@ from feedback.rendering import render_markdown
 from feedback.selectors import (
     annotation_last_undoable,
     annotations_today_count,
+    lease_live_get,
     membership_get,
     project_progress_detail,
     project_progress_for_user,
@@ -170,8 +171,12 @@ def annotate(request: HttpRequest, slug: str) -> HttpResponse:
         },
     }
     guidelines_html = render_markdown(project.guidelines)
+    lease = None
+    if request.GET.get("lease", "").isdigit():  # after an undo: show that item again, whatever else is held
+        lease = lease_live_get(lease_id=int(request.GET["lease"]), project=project, user=request.user)
     try:
-        lease = distribution.item_next(project=project, user=request.user)
+        if lease is None:
+            lease = distribution.item_next(project=project, user=request.user)
     except FeedbackError as exc:
         return render(
             request,
@@ -209,7 +214,7 @@ def annotate(request: HttpRequest, slug: str) -> HttpResponse:
     context = {
         "project": project,
         "item": item,
-        "messages": [
+        "prompt_messages": [
             {"role": m.get("role", "user"), "html": render_markdown(m.get("content", ""))}
             for m in prompt_messages
         ],
@@ -307,12 +312,12 @@ def annotate_undo(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, "No submission to undo.")
         return redirect("annotate", slug=project.slug)
     try:
-        distribution.annotation_undo(user=request.user, annotation_id=annotation_id)
+        lease = distribution.annotation_undo(user=request.user, annotation_id=annotation_id)
     except FeedbackError as exc:
         messages.error(request, exc.message)
-    else:
-        messages.info(request, "Your last submission was undone.")
-    return redirect("annotate", slug=project.slug)
+        return redirect("annotate", slug=project.slug)
+    messages.info(request, "Your last submission was undone: judge the item again, or skip it.")
+    return redirect(f"{reverse('annotate', args=[project.slug])}?lease={lease.pk}")
 
 
 @login_required

@@ -188,11 +188,15 @@
       }
       drag.lastY = e.clientY;
       var card = drag.card;
-      var next = card.nextElementSibling;
-      var prev = card.previousElementSibling;
       var before = card.offsetTop;
-      if (next && e.clientY > midY(next)) ranking.insertBefore(next, card);
-      else if (prev && e.clientY < midY(prev)) ranking.insertBefore(card, prev);
+      // Swap with neighbours while the pointer is past their middle (several at once on a fast move).
+      for (var guard = 0; guard < 50; guard++) {
+        var next = card.nextElementSibling;
+        var prev = card.previousElementSibling;
+        if (next && e.clientY > midY(next)) ranking.insertBefore(next, card);
+        else if (prev && e.clientY < midY(prev)) ranking.insertBefore(card, prev);
+        else break;
+      }
       var shift = card.offsetTop - before;
       if (shift) { drag.startY += shift; renumber(null); }
       card.style.transform = "translateY(" + (e.clientY - drag.startY) + "px)";
