@@ -4,7 +4,7 @@ Model outputs and guidelines are untrusted: raw HTML in the source is never pass
 (markdown-it runs with ``html=False``, so ``<script>`` arrives as text), and the HTML that
 markdown-it makes is then cleaned by nh3 against a short allow-list: no scripts, event
 handlers, iframes, forms, styles or images (an image would make the browser fetch from outside,
-and annotators often work on closed networks). Links keep http(s)/mailto targets only, get
+and annotators often work on closed networks). Links keep absolute http(s)/mailto targets only (a relative one would point into this app), get
 ``rel="noopener noreferrer nofollow"`` and open in a new tab (a click never loses the work on the page).
 """
 
@@ -61,6 +61,7 @@ def _clean(html: str) -> str:
         attributes={tag: set(attrs) for tag, attrs in ALLOWED_ATTRIBUTES.items()},
         attribute_filter=_attribute_filter,
         url_schemes=set(URL_SCHEMES),
+        url_relative="deny",  # a relative link would point into this app
         link_rel="noopener noreferrer nofollow",
         set_tag_attribute_values={"a": {"target": "_blank"}},
         strip_comments=True,
