@@ -239,9 +239,13 @@ def _pending_prompts(job: GenerationJob, version: ModelVersion) -> list[Prompt]:
 
 
 def _chunk_size(job: GenerationJob, version: ModelVersion) -> int:
+    """Prompts per chunk: the job's, raised so that a chunk fills the engine's batches."""
     if version.engine in (Engine.VLLM, Engine.OPENAI):  # these batch better with many prompts
         return max(job.chunk_size, int(version.engine_settings.get("chunk_prompts", 256)))
-    return job.chunk_size
+    sampling = float(job.sampling_params.get("temperature", 0.8)) > 0
+    rows_per_prompt = job.n if sampling else 1  # greedy: the engine generates one row per prompt
+    batch_size = int(version.engine_settings.get("batch_size", 16))
+    return max(job.chunk_size, batch_size // rows_per_prompt)
 
 
 def _engine_settings(version: ModelVersion) -> dict[str, Any]:

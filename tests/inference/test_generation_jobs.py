@@ -21,7 +21,7 @@ PARAMS = SamplingParams(max_new_tokens=8, temperature=1.0, top_p=1.0)
 @pytest.fixture
 def version(tiny_model_dir):
     return services.model_version_register(
-        name="tiny", base_model=str(tiny_model_dir), engine_settings={"device": "cpu"}
+        name="tiny", base_model=str(tiny_model_dir), engine_settings={"device": "cpu", "batch_size": 1}
     )
 
 
