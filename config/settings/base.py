@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "feedback",
     "inference",
@@ -134,19 +135,36 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "feedback.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_SCHEMA_CLASS": "feedback.api_schema.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "feedback.api_support.Pagination",
     "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "feedback.api_support.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["feedback.api_support.UserThrottle", "feedback.api_support.AnonThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": os.environ.get("API_THROTTLE_USER", "1200/min"),
+        "anon": os.environ.get("API_THROTTLE_ANON", "120/min"),
+        "login": os.environ.get("API_THROTTLE_LOGIN", "20/min"),
+    },
 }
+# Token -> user lookups are cached in each process this long (a revoked token works at most this long).
+API_TOKEN_CACHE_SECONDS = float(os.environ.get("API_TOKEN_CACHE_SECONDS", "60"))
+# benchmarks/annotate_load.py: the no-database ceiling endpoints, and an X-SQL-Statements header per answer.
+ARBITER_BENCH_ENDPOINTS = env_bool("ARBITER_BENCH_ENDPOINTS", False)
+if env_bool("ARBITER_COUNT_SQL", False):
+    MIDDLEWARE = ["feedback.api_support.StatementCounter", *MIDDLEWARE]
 SPECTACULAR_SETTINGS = {
     "TITLE": "Arbiter API",
     "DESCRIPTION": "Collect human judgements of model outputs and train the next model on them.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc from the drf-spectacular-sidecar package: served by the app, no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Celery: the filesystem broker needs no server; Redis or RabbitMQ in production.

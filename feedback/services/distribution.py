@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from feedback.errors import (
     AlreadyAnnotated,
+    Conflict,
     IdempotencyKeyReused,
     InvalidInput,
     NoLiveLease,
@@ -294,12 +295,11 @@ def item_next(*, project: Project, user: AbstractBaseUser) -> Lease | None:
 
 
 def _submit_sql() -> tuple[str, str]:
-    bool_true = "true" if _is_pg() else "1"
     delete = f"DELETE FROM {T_LEASE} WHERE item_id = %s AND annotator_id = %s AND expires_at > %s RETURNING order_shown"
     update = (
         f"UPDATE {T_ITEM} SET annotations_count = annotations_count + 1,"
         f" is_open = (annotations_count + 1 < annotations_required)"
-        f" WHERE id = %s AND is_open = {bool_true}"
+        f" WHERE id = %s AND annotations_count < annotations_required"
         f" RETURNING prompt_id, project_id,"
         f" (SELECT task_kind FROM {T_PROJECT} pr WHERE pr.id = {T_ITEM}.project_id),"
         f" (SELECT allow_ties FROM {T_PROJECT} pr WHERE pr.id = {T_ITEM}.project_id)"
@@ -364,8 +364,8 @@ def annotation_submit(
                 order_shown = [int(c) for c in _loads(row[0])]
                 cursor.execute(update_sql, [item_id])
                 item_row = cursor.fetchone()
-            if item_row is None:  # pragma: no cover - a live lease keeps its item open
-                raise NoLiveLease(f"item {item_id} is closed")
+            if item_row is None:  # only when an admin lowered annotations_required below the leases held
+                raise Conflict(f"item {item_id} already has all the annotations it needs", code="item_full")
             prompt_id, _project_id, kind, allow_ties = item_row
             judgement = validate_payload(kind, payload, order_shown, allow_ties=bool(allow_ties))
             annotation = Annotation.objects.create(

@@ -1,0 +1,135 @@
+"""What every API view shares: the error format, pagination, throttles, and the statement counter used by the
+load benchmark.
+
+Every 4xx answer has the body ``{"code": "<machine-readable>", "message": "<for a person>"}`` (plus
+``details`` where there is more to say, e.g. the fields a validation error names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import connection
+from django.http import Http404, HttpRequest, HttpResponse
+from rest_framework import exceptions, serializers
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from feedback.errors import FeedbackError
+from feedback.importing import ImportFileError
+
+DRF_CODES: dict[type[Exception], str] = {
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "forbidden",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "throttled",
+    exceptions.ParseError: "parse_error",
+    exceptions.ValidationError: "invalid",
+}
+
+
+def _flatten(detail: Any, prefix: str = "") -> list[str]:
+    if isinstance(detail, dict):
+        out: list[str] = []
+        for key, value in detail.items():
+            name = str(key) if key != api_settings.NON_FIELD_ERRORS_KEY else ""
+            out += _flatten(value, f"{prefix}.{name}" if prefix and name else (name or prefix))
+        return out
+    if isinstance(detail, list):
+        return [m for item in detail for m in _flatten(item, prefix)]
+    return [f"{prefix}: {detail}" if prefix else str(detail)]
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, FeedbackError):
+        return Response(exc.as_dict(), status=exc.http_status)
+    if isinstance(exc, ImportFileError):
+        details = {k: v for k, v in {"location": exc.location, "field": exc.field}.items() if v}
+        body = {"code": "import_invalid", "message": f"nothing was imported: {exc}"}
+        return Response({**body, "details": details} if details else body, status=400)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None or not isinstance(exc, exceptions.APIException):
+        return response
+    code = next((c for cls, c in DRF_CODES.items() if isinstance(exc, cls)), exc.default_code)
+    if isinstance(exc, exceptions.ValidationError):
+        body: dict[str, Any] = {
+            "code": code,
+            "message": "; ".join(_flatten(exc.detail)) or "invalid input",
+            "details": exc.detail,
+        }
+    else:
+        body = {"code": code, "message": str(exc.detail)}
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+            body["details"] = {"retry_after_s": round(exc.wait, 1)}
+    response.data = body
+    return response
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of every 4xx answer (for the schema)."""
+
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.JSONField(required=False)
+
+
+class Pagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class _LiveRate:
+    """Read the rate from the settings at call time (so a test or deployment can change it)."""
+
+    scope: str
+
+    def get_rate(self) -> str | None:
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+
+class UserThrottle(_LiveRate, UserRateThrottle):
+    pass
+
+
+class AnonThrottle(_LiveRate, AnonRateThrottle):
+    pass
+
+
+class LoginThrottle(_LiveRate, AnonRateThrottle):
+    scope = "login"
+
+
+class StatementCounter:
+    """Middleware (enabled by ARBITER_COUNT_SQL=1): answers carry ``X-SQL-Statements``, the number of statements
+    this request sent to the database (BEGIN included where the backend sends one; COMMIT is not a statement
+    but a call on the connection, and is not counted)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        count = 0
+
+        def counting(execute, sql, params, many, context):
+            nonlocal count
+            count += 1
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(counting):
+            response = self.get_response(request)
+        response["X-SQL-Statements"] = str(count)
+        return response
