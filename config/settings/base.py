@@ -182,6 +182,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict = (
     # Redis redelivers an unacknowledged task after this long: longer than any training run.
     else {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(24 * 3600)))}
 )
+if CELERY_BROKER_URL.startswith("filesystem"):
+    for _folder in ("queue", "processed", "control"):
+        (BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = Queue.DEFAULT.value
 CELERY_TASK_SERIALIZER = "json"

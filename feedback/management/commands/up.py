@@ -26,10 +26,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-model", action="store_true", help="Demo data without the model.")
 
     def handle(self, *args, host: str, port: int, web_workers: int, no_demo: bool, no_model: bool, **o):
-        settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
-        if str(settings.CELERY_BROKER_URL).startswith("filesystem"):
-            for folder in ("queue", "processed", "control"):
-                (settings.BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("Database ready.")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
