@@ -18,6 +18,7 @@ Only the main process (rank 0 under ``accelerate launch``) writes these files.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -95,6 +96,7 @@ class RecipeRun:
         self.resume_step = 0
         self.started = time.time()
         self._progress: dict[str, Any] = {"status": "starting", "step": 0, "total_steps": None}
+        self._lock: Any = None
 
     # --- context ------------------------------------------------------------------------------
     def __enter__(self) -> RecipeRun:
@@ -124,6 +126,12 @@ class RecipeRun:
         random.seed(self.cfg.seed)
         if is_main_process():
             self.root.mkdir(parents=True, exist_ok=True)
+            self._lock = (self.root / ".lock").open("w")
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock.close()
+                raise RuntimeError(f"another process is training in {self.root}") from None
             self.checkpoints.mkdir(exist_ok=True)
             _atomic_write(self.root / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
             for stale in ("result.json",):
@@ -134,6 +142,9 @@ class RecipeRun:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc is not None:
             self.write_progress(status="failed", error=f"{exc_type.__name__}: {exc}"[:2000])
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
 
     # --- progress / metrics -------------------------------------------------------------------
     def write_progress(self, **fields: Any) -> None:
@@ -307,6 +318,7 @@ class RecipeRun:
                 "eval": eval_metrics,
                 "snapshot": card["snapshot"],
                 "seconds": round(time.time() - self.started, 3),
+                "resumed_from_step": self.resume_step,
                 **(extra or {}),
             }
             _atomic_write(self.root / "result.json", json.dumps(result, indent=1))
