@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
 from feedback.models import Annotation, Item, Lease, Membership, Project, Skip
@@ -61,124 +60,44 @@ def project_progress_for_user(*, user: AbstractBaseUser) -> list[ProjectProgress
 # ---- annotate pages (issue 3) ----------------------------------------------------------------
 
 
-def membership_get(*, project: Project, user: AbstractBaseUser) -> Membership | None:
-    return Membership.objects.filter(project=project, user=user).first()
-
-
-def annotation_last_undoable(*, project: Project, user: AbstractBaseUser) -> Annotation | None:
-    """The user's latest annotation in the project, if it is still within the project's undo window."""
-    if not project.undo_window_seconds:
-        return None
-    since = timezone.now() - timedelta(seconds=project.undo_window_seconds)
-    return (
-        Annotation.objects.filter(annotator=user, item__project=project, created_at__gte=since)
-        .order_by("-created_at", "-id")
-        .first()
-    )
-
-
-def annotations_today_count(*, project: Project, user: AbstractBaseUser) -> int:
-    today_start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
-    return Annotation.objects.filter(annotator=user, item__project=project, created_at__gte=today_start).count()
+def membership_by_slug(*, slug: str, user: AbstractBaseUser) -> Membership | None:
+    """The user's membership in the project with this slug, project loaded (one query)."""
+    return Membership.objects.select_related("project").filter(project__slug=slug, user_id=user.pk).first()
 
 
 @dataclass(frozen=True)
-class AnnotatorProgress:
-    user_id: int
-    username: str
-    role: str
-    total: int
+class AnnotatorRecent:
+    """For the annotate page: the user's count today, and their last annotation if it can still be undone."""
+
     today: int
-    skips: int
-    median_time_ms: int | None
-    flagged: bool
+    undoable_id: int | None
+    undoable_until: datetime | None
 
 
-@dataclass(frozen=True)
-class ProjectProgressDetail:
-    project: Project
-    items: int
-    items_done: int
-    annotations_needed: int
-    annotations_done: int
-    live_leases: int
-    skips: int
-    flagged_annotations: int
-    annotators: list[AnnotatorProgress]
-
-    @property
-    def percent(self) -> int:
-        return round(100 * self.annotations_done / self.annotations_needed) if self.annotations_needed else 0
-
-    @property
-    def items_percent(self) -> int:
-        return round(100 * self.items_done / self.items) if self.items else 0
-
-
-def project_progress_detail(*, project: Project) -> ProjectProgressDetail:
-    """Items done / needed and per-annotator counts, for admins and reviewers."""
+def annotator_recent(*, project: Project, user: AbstractBaseUser) -> AnnotatorRecent:
+    """One aggregate query. Ids grow with time, so the newest annotation in the window has the largest id."""
     now = timezone.now()
     today_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    agg = Item.objects.filter(project=project).aggregate(
-        n=Count("id"),
-        done=Count("id", filter=Q(is_open=False)),
-        need=Sum("annotations_required"),
-        have=Sum("annotations_count"),
+    since = now - timedelta(seconds=project.undo_window_seconds)
+    in_window = Q(created_at__gte=since)
+    row = Annotation.objects.filter(
+        annotator=user, item__project=project, created_at__gte=min(today_start, since)
+    ).aggregate(
+        today=Count("id", filter=Q(created_at__gte=today_start)),
+        last_id=Max("id", filter=in_window),
+        last_at=Max("created_at", filter=in_window),
     )
-    annotations = Annotation.objects.filter(item__project=project)
-    per_user = {
-        row["annotator_id"]: row
-        for row in annotations.values("annotator_id").annotate(
-            total=Count("id"), today=Count("id", filter=Q(created_at__gte=today_start))
-        )
-    }
-    times: dict[int, list[int]] = {}
-    for uid, ms in annotations.values_list("annotator_id", "time_spent_ms"):
-        times.setdefault(uid, []).append(ms)
-    skips = dict(
-        Skip.objects.filter(item__project=project)
-        .values("annotator_id")
-        .annotate(n=Count("id"))
-        .values_list("annotator_id", "n")
-    )
-    members = {m.user_id: m for m in Membership.objects.filter(project=project).select_related("user")}
-    user_ids = set(members) | set(per_user) | set(skips)
-    User = get_user_model()
-    names = dict(User.objects.filter(pk__in=user_ids).values_list("pk", User.USERNAME_FIELD))
-    rows = []
-    for uid in user_ids:
-        ts = sorted(times.get(uid, []))
-        m = members.get(uid)
-        rows.append(
-            AnnotatorProgress(
-                user_id=uid,
-                username=names.get(uid, str(uid)),
-                role=m.role if m else "",
-                total=per_user.get(uid, {}).get("total", 0),
-                today=per_user.get(uid, {}).get("today", 0),
-                skips=skips.get(uid, 0),
-                median_time_ms=ts[len(ts) // 2] if ts else None,
-                flagged=bool(m and m.flagged),
-            )
-        )
-    rows.sort(key=lambda r: (-r.total, r.username))
-    return ProjectProgressDetail(
-        project=project,
-        items=agg["n"] or 0,
-        items_done=agg["done"] or 0,
-        annotations_needed=agg["need"] or 0,
-        annotations_done=agg["have"] or 0,
-        live_leases=Lease.objects.filter(item__project=project, expires_at__gt=now).count(),
-        skips=sum(skips.values()),
-        flagged_annotations=annotations.exclude(flags=[]).count(),
-        annotators=rows,
-    )
+    last_id = row["last_id"] if project.undo_window_seconds else None
+    until = row["last_at"] + timedelta(seconds=project.undo_window_seconds) if last_id else None
+    return AnnotatorRecent(today=row["today"] or 0, undoable_id=last_id, undoable_until=until)
 
 
 def lease_live_get(*, lease_id: int, project: Project, user: AbstractBaseUser) -> Lease | None:
     """The user's live lease by id in this project (with item and prompt), or None."""
     lease = (
-        Lease.objects.filter(pk=lease_id, annotator=user, item__project=project, expires_at__gt=timezone.now())
+        Lease.objects.filter(
+            pk=lease_id, annotator=user, item__project=project, expires_at__gt=timezone.now()
+        )
         .select_related("item__prompt")
         .first()
     )
@@ -254,11 +173,11 @@ def project_stats(*, project: Project) -> ProjectStats:
         .annotate(n=Count("id"))
         .values_list("annotator_id", "n")
     )
-    per_user_live = dict(
-        live.values("annotator_id").annotate(n=Count("id")).values_list("annotator_id", "n")
-    )
+    per_user_live = dict(live.values("annotator_id").annotate(n=Count("id")).values_list("annotator_id", "n"))
     times: dict[int, list[int]] = {}
-    for uid, ms in Annotation.objects.filter(item__project=project).values_list("annotator_id", "time_spent_ms"):
+    for uid, ms in Annotation.objects.filter(item__project=project).values_list(
+        "annotator_id", "time_spent_ms"
+    ):
         times.setdefault(uid, []).append(ms)
     members = Membership.objects.filter(project=project).select_related("user").order_by("user__username")
     rows = []

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from functools import wraps
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -25,15 +24,16 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from feedback.errors import FeedbackError
-from feedback.models import Candidate, Membership, Project, Role, TaskKind
+from feedback.models import Candidate, Project, TaskKind
+from feedback.policies import ALLOWED, Action, can
 from feedback.rendering import render_markdown
 from feedback.selectors import (
-    annotation_last_undoable,
-    annotations_today_count,
+    AnnotatorRecent,
+    annotator_recent,
     lease_live_get,
-    membership_get,
-    project_progress_detail,
+    membership_by_slug,
     project_progress_for_user,
+    project_stats,
 )
 from feedback.services import distribution
 from feedback.services.payloads import FLAGS
@@ -81,7 +81,6 @@ SKIP_REASONS = [
     ("other", "Another reason"),
 ]
 FOLD_PX = 256  # responses taller than this start folded
-REVIEW_ROLES = {Role.ADMIN, Role.REVIEWER}
 
 
 def with_csp(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -95,17 +94,16 @@ def with_csp(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     return wrapped
 
 
-def _project_for(
-    request: HttpRequest, slug: str, *, roles: set[str] | None = None
-) -> tuple[Project, Membership | None]:
-    """The project if the user may use it (any member; `roles` narrows it), else 403/404."""
-    project = get_object_or_404(Project, slug=slug)
-    membership = membership_get(project=project, user=request.user)
-    if request.user.is_staff:
-        return project, membership
-    if membership is None or (roles is not None and membership.role not in roles):
-        raise PermissionDenied("You are not a member of this project with the right role.")
-    return project, membership
+def _project_for(request: HttpRequest, slug: str, action: Action) -> Project:
+    """The project if the user's role in it allows `action` (policies.py), else 404 / 403. One query."""
+    membership = membership_by_slug(slug=slug, user=request.user)
+    if membership is None:
+        if request.user.is_superuser:  # acts as admin of every project (policies.py)
+            return get_object_or_404(Project, slug=slug)
+        raise Http404(f"No project {slug!r} among yours.")
+    if not can(membership.role, action) and not request.user.is_superuser:
+        raise PermissionDenied(f"Your role in this project ({membership.role}) may not {action.value}.")
+    return membership.project
 
 
 @login_required
@@ -118,7 +116,7 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "feedback/home.html",
-        {"progress": progress, "jobs": jobs, "review_roles": {r.value for r in REVIEW_ROLES}},
+        {"progress": progress, "jobs": jobs, "review_roles": set(ALLOWED[Action.REVIEW])},
     )
 
 
@@ -143,21 +141,26 @@ def _candidate_views(project: Project, candidates: list[Candidate]) -> list[Cand
     ]
 
 
-def _undo_context(project: Project, request: HttpRequest) -> dict[str, Any] | None:
-    last = annotation_last_undoable(project=project, user=request.user)
-    if last is None:
+def _undo_context(recent: AnnotatorRecent) -> dict[str, Any] | None:
+    if recent.undoable_id is None or recent.undoable_until is None:
         return None
-    until = last.created_at + timedelta(seconds=project.undo_window_seconds)
-    left = max(0, int((until - timezone.now()).total_seconds()))
-    return {"annotation": last, "until_iso": until.isoformat(), "seconds_left": left}
+    left = int((recent.undoable_until - timezone.now()).total_seconds())
+    if left <= 0:
+        return None
+    return {
+        "annotation_id": recent.undoable_id,
+        "until_iso": recent.undoable_until.isoformat(),
+        "seconds_left": left,
+    }
 
 
 @login_required
 @require_GET
 @with_csp
 def annotate(request: HttpRequest, slug: str) -> HttpResponse:
-    project, _ = _project_for(request, slug)
-    undo = _undo_context(project, request)
+    project = _project_for(request, slug, Action.ANNOTATE)
+    recent = annotator_recent(project=project, user=request.user)
+    undo = _undo_context(recent)
     config: dict[str, Any] = {
         "project": project.slug,
         "kind": project.task_kind,
@@ -221,7 +224,7 @@ def annotate(request: HttpRequest, slug: str) -> HttpResponse:
         "candidates": candidates,
         "guidelines_html": guidelines_html,
         "undo": undo,
-        "mine_today": annotations_today_count(project=project, user=request.user),
+        "mine_today": recent.today,
         "flag_choices": FLAG_CHOICES,
         "pairwise_choices": [c for c in PAIRWISE_CHOICES if c[0] != "tie" or project.allow_ties],
         "reason_choices": REASON_CHOICES,
@@ -238,7 +241,7 @@ def _json_error(code: str, message: str, status: int = 400) -> JsonResponse:
 @login_required
 @require_POST
 def annotate_submit(request: HttpRequest, slug: str) -> JsonResponse:
-    project, _ = _project_for(request, slug)
+    project = _project_for(request, slug, Action.ANNOTATE)
     try:
         body = json.loads(request.body or b"{}")
     except (ValueError, UnicodeDecodeError):
@@ -276,7 +279,7 @@ def annotate_submit(request: HttpRequest, slug: str) -> JsonResponse:
 @login_required
 @require_POST
 def annotate_skip(request: HttpRequest, slug: str) -> HttpResponse:
-    project, _ = _project_for(request, slug)
+    project = _project_for(request, slug, Action.ANNOTATE)
     reasons = dict(SKIP_REASONS)
     code = request.POST.get("reason", "")
     detail = request.POST.get("detail", "").strip()
@@ -305,7 +308,7 @@ def annotate_skip(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def annotate_undo(request: HttpRequest, slug: str) -> HttpResponse:
-    project, _ = _project_for(request, slug)
+    project = _project_for(request, slug, Action.ANNOTATE)
     try:
         annotation_id = int(request.POST.get("annotation_id", ""))
     except ValueError:
@@ -324,6 +327,6 @@ def annotate_undo(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 @with_csp
 def project_progress(request: HttpRequest, slug: str) -> HttpResponse:
-    project, _ = _project_for(request, slug, roles={r.value for r in REVIEW_ROLES})
-    detail = project_progress_detail(project=project)
-    return render(request, "feedback/progress.html", {"project": project, "detail": detail})
+    project = _project_for(request, slug, Action.REVIEW)
+    stats = project_stats(project=project)
+    return render(request, "feedback/progress.html", {"project": project, "stats": stats})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from django.urls import reverse
@@ -53,8 +54,14 @@ def test_non_member_is_refused(client, project_factory, user_factory, make_item)
     project = project_factory()
     make_item(project)
     _login(client, user_factory("stranger"))
-    assert client.get(reverse("annotate", args=[project.slug])).status_code == 403
-    assert client.get(reverse("project_progress", args=[project.slug])).status_code == 403
+    assert client.get(reverse("annotate", args=[project.slug])).status_code == 404
+    assert client.get(reverse("project_progress", args=[project.slug])).status_code == 404
+
+
+def test_annotators_do_not_see_progress(client, annotator, project_factory, make_item):
+    project = _project(project_factory, annotator)
+    make_item(project)
+    assert _login(client, annotator).get(reverse("project_progress", args=[project.slug])).status_code == 403
 
 
 def test_home_lists_projects_with_links(client, annotator, project_factory, make_item):
@@ -192,11 +199,34 @@ def test_skip_and_undo(client, annotator, project_factory, make_item):
     assert first_item.pk in (skipped, config["item"])
 
 
-def test_progress_page_for_reviewers(client, user_factory, project_factory, make_item):
+def test_progress_page_for_reviewers(client, user_factory, annotator, project_factory, make_item):
     reviewer = user_factory("rev")
-    project = project_factory(task_kind="pairwise")
+    project = _project(project_factory, annotator, task_kind="pairwise")
     membership_set(project=project, user=reviewer, role="reviewer")
     make_item(project)
+    make_item(project)
+    config = _config(_login(client, annotator).get(reverse("annotate", args=[project.slug])))
+    body = {
+        "item_id": config["item"],
+        "payload": {"choice": "A"},
+        "idempotency_key": "p",
+        "time_spent_ms": 4000,
+    }
+    client.post(
+        reverse("annotate_submit", args=[project.slug]), json.dumps(body), content_type="application/json"
+    )
+    client.get(reverse("annotate", args=[project.slug]))  # holds the second item
     response = _login(client, reviewer).get(reverse("project_progress", args=[project.slug]))
     assert response.status_code == 200
-    assert b'id="items-done">0 / 1<' in response.content
+    html = response.content.decode()
+    assert 'id="items-done">1 / 2<' in html and 'id="annotations-done">1 / 2<' in html
+    rows = {
+        re.sub(r"<[^>]+>", "", cells[0]).strip(): [re.sub(r"<[^>]+>", "", c).strip() for c in cells[1:]]
+        for cells in (
+            re.findall(r"<td>(.*?)</td>", tr, re.S) for tr in re.findall(r"<tr>(.*?)</tr>", html, re.S)
+        )
+        if cells
+    }
+    # role, annotations, skips, holding, median time
+    assert rows["ann"] == ["annotator", "1", "0", "1", "4 s"]
+    assert rows["rev"] == ["reviewer", "0", "0", "0", "—"]
