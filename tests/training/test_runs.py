@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from django.urls import reverse
 from safetensors.torch import load_file
 
 from inference.models import JobStatus, ModelVersion
@@ -47,7 +48,7 @@ def _run(run: TrainingRun) -> TrainingRun:
     "method,kind", [("dpo", "preference"), ("kto", "unpaired"), ("orpo", "preference"), ("sft", "sft")]
 )
 def test_policy_method_through_the_task_registers_a_changed_version(
-    labelled, base_version, tiny_model_dir, method, kind
+    labelled, base_version, tiny_model_dir, method, kind, admin_client
 ):
     project, snap = labelled(kind)
     run = services.training_run_create(
@@ -61,6 +62,8 @@ def test_policy_method_through_the_task_registers_a_changed_version(
     assert version.parent == base_version and version.base_model == run.metrics["final_dir"]
     assert _changed(tiny_model_dir, version.base_model) > 0
     assert run.metrics["snapshot"]["snapshot_id"] == str(snap.pk) and run.metrics["eval"]
+    page = admin_client.get(reverse("training_run", args=[run.pk])).content.decode()
+    assert version.name in page and f"#{snap.pk} {snap.name}" in page and page.count("<svg") >= 2
 
 
 @pytest.mark.django_db
@@ -83,6 +86,7 @@ def test_reward_then_ppo_pipeline_and_active_selection(
     assert rm.status == JobStatus.SUCCEEDED, rm.error + rm.log_tail
     assert not ModelVersion.objects.filter(training_run=rm).exists()  # a reward model is no policy
     assert 0 <= rm.metrics["eval"]["eval_accuracy"] <= 1
+    assert _changed(tiny_model_dir, rm.metrics["final_dir"]) > 0
     ppo = _run(ppo)
     assert ppo.status == JobStatus.SUCCEEDED, ppo.error + ppo.log_tail
     version = ModelVersion.objects.get(training_run=ppo)
