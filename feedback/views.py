@@ -64,14 +64,16 @@ PAIRWISE_CHOICES = [
     ("tie", "Tie", "3"),
     ("both_bad", "Both bad", "4"),
 ]
+# (tag, label, the vote it explains): a card shows the tags of the vote it was given.
 REASON_CHOICES = [
-    ("correct", "Correct"),
-    ("clear", "Clear"),
-    ("incorrect", "Incorrect"),
-    ("unhelpful", "Unhelpful"),
-    ("unsafe", "Unsafe"),
-    ("too_long", "Too long"),
-    ("off_topic", "Off topic"),
+    ("correct", "Correct", "up"),
+    ("clear", "Clear", "up"),
+    ("concise", "Concise", "up"),
+    ("incorrect", "Incorrect", "down"),
+    ("unhelpful", "Unhelpful", "down"),
+    ("unsafe", "Unsafe", "down"),
+    ("too_long", "Too long", "down"),
+    ("off_topic", "Off topic", "down"),
 ]
 SKIP_REASONS = [
     ("unsure", "I can't judge this well"),

@@ -272,7 +272,10 @@
       return {
         candidate: Number(id),
         label: votes[id] === "up",
-        reasons: $$('input[name="reasons-' + id + '"]:checked', card).map(function (i) { return i.value; }),
+        // only the tags that explain the vote given (a changed vote hides the other side's tags)
+        reasons: $$('input[name="reasons-' + id + '"]:checked', card)
+          .filter(function (i) { return i.getAttribute("data-vote") === votes[id]; })
+          .map(function (i) { return i.value; }),
       };
     }));
   }
@@ -406,7 +409,7 @@
 
     if (kind === "pairwise") {
       var map = { "1": "A", "2": "B", "3": "tie", "4": "both_bad" };
-      if (map[k]) { e.preventDefault(); choose(map[k]); return; }
+      if (map[k] && document.getElementById("choice-" + map[k])) { e.preventDefault(); choose(map[k]); return; }
       if (k === "q") { e.preventDefault(); setStrength("slight"); return; }
       if (k === "w") { e.preventDefault(); setStrength("clear"); return; }
       return;

@@ -212,6 +212,9 @@ def test_binary_by_mouse_with_reasons(page, login, annotator, setup, shot, watch
     first, second = (page.locator(f"#card-{c}") for c in shown)
     first.get_by_role("button", name="Good").click()
     second.get_by_role("button", name="Bad").click()
+    assert first.get_by_label("Correct", exact=True).is_visible()
+    assert not first.get_by_label("Incorrect").is_visible()
+    first.get_by_label("Clear").check()
     second.get_by_label("Incorrect").check()
     second.get_by_label("Too long").check()
     page.get_by_label("Harmful").check()
@@ -220,10 +223,35 @@ def test_binary_by_mouse_with_reasons(page, login, annotator, setup, shot, watch
     a = the_annotation(annotator)
     assert a.payload == {
         "labels": {str(shown[0]): "up", str(shown[1]): "down"},
-        "reasons": {str(shown[1]): ["incorrect", "too_long"]},
+        "reasons": {str(shown[0]): ["clear"], str(shown[1]): ["incorrect", "too_long"]},
     }
     assert a.flags == ["harmful"]
     assert not watch.errors and not watch.dialogs
+
+
+def test_a_lost_reply_is_retried_with_the_same_key(page, login, annotator, setup, shot, watch):
+    """The first submit reaches the server but its reply is lost; the page retries with the same key and
+    the server answers with the annotation it already stored: one annotation, not two."""
+    _project, url = setup("pairwise", n_items=2)
+    login(page, annotator, url)
+    shown = shown_ids(page)
+    calls: list[str] = []
+
+    def flaky(route):
+        calls.append(route.request.post_data_json["idempotency_key"])
+        if len(calls) == 1:
+            route.fetch()  # the server stores the annotation …
+            route.abort("connectionreset")  # … and the page never hears back
+        else:
+            route.continue_()
+
+    page.route("**/annotate/submit/", flaky)
+    page.keyboard.press("1")
+    submit_and_wait(page, lambda: page.keyboard.press("Enter"))
+    assert len(calls) == 2 and calls[0] == calls[1]
+    a = the_annotation(annotator)  # exactly one
+    assert a.idempotency_key == calls[0] and a.payload["chosen"] == shown[0]
+    assert not watch.errors
 
 
 # ------------------------------------------------------------------------------------------------ hostile output
