@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .config import RecipeConfig
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ def adapter_base(path: str | Path) -> Path | None:
 def use_cuda(cfg: RecipeConfig) -> bool:
     if cfg.device == "cpu":
         return False
+    import torch
+
     available = torch.cuda.is_available()
     if cfg.device == "cuda" and not available:
         raise ModelLoadError("device: cuda was asked for but torch sees no CUDA device")
@@ -59,10 +62,14 @@ def use_bf16(cfg: RecipeConfig) -> bool:
         return False
     if cfg.bf16 is not None:
         return cfg.bf16
+    import torch
+
     return torch.cuda.is_bf16_supported()
 
 
 def load_dtype(cfg: RecipeConfig) -> torch.dtype:
+    import torch
+
     if cfg.model_dtype == "auto":
         return torch.bfloat16 if use_bf16(cfg) else torch.float32
     return getattr(torch, cfg.model_dtype)
@@ -175,5 +182,7 @@ def lora_config(cfg: RecipeConfig, task_type: str) -> Any:
 
 def weights_fingerprint(model) -> float:
     """Sum of absolute weights: a cheap 'did anything change' probe for tests and logs."""
+    import torch
+
     with torch.no_grad():
         return float(sum(p.detach().float().abs().sum() for p in model.parameters()))

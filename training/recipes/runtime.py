@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import TrainerCallback
 
 from .config import ConfigError, RecipeConfig
 from .data import Snapshot
@@ -163,8 +162,9 @@ class RecipeRun:
         with self.metrics_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(line) + "\n")
 
-    def callback(self, step_offset: Callable[[], int] | None = None) -> TrainerCallback:
-        return _RunCallback(self, step_offset or (lambda: 0))
+    def callback(self, step_offset: Callable[[], int] | None = None) -> Any:
+        """A transformers TrainerCallback feeding metrics.jsonl, progress.json and checkpoint meta."""
+        return _callback_class()(self, step_offset or (lambda: 0))
 
     # --- data + resume ------------------------------------------------------------------------
     def attach_snapshot(self, snapshot: Snapshot) -> None:
@@ -412,32 +412,37 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-class _RunCallback(TrainerCallback):
-    """metrics.jsonl, progress.json and checkpoint metadata from the trainer's events."""
+def _callback_class() -> type:
+    from transformers import TrainerCallback
 
-    def __init__(self, run: RecipeRun, step_offset: Callable[[], int]):
-        self.run = run
-        self.offset = step_offset
+    class _RunCallback(TrainerCallback):
+        """metrics.jsonl, progress.json and checkpoint metadata from the trainer's events."""
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.run.write_progress(
-            status="running",
-            step=state.global_step + self.offset(),
-            total_steps=state.max_steps + self.offset(),
-        )
+        def __init__(self, run: RecipeRun, step_offset: Callable[[], int]):
+            self.run = run
+            self.offset = step_offset
 
-    def on_step_end(self, args, state, control, **kwargs):
-        self.run.write_progress(
-            status="running",
-            step=state.global_step + self.offset(),
-            total_steps=state.max_steps + self.offset(),
-            epoch=state.epoch,
-        )
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.run.write_progress(
+                status="running",
+                step=state.global_step + self.offset(),
+                total_steps=state.max_steps + self.offset(),
+            )
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs:
-            self.run.log_metrics(state.global_step + self.offset(), logs, state.epoch)
+        def on_step_end(self, args, state, control, **kwargs):
+            self.run.write_progress(
+                status="running",
+                step=state.global_step + self.offset(),
+                total_steps=state.max_steps + self.offset(),
+                epoch=state.epoch,
+            )
 
-    def on_save(self, args, state, control, **kwargs):
-        step = state.global_step + self.offset()
-        self.run.write_checkpoint_meta(Path(args.output_dir) / f"checkpoint-{step}", step)
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs:
+                self.run.log_metrics(state.global_step + self.offset(), logs, state.epoch)
+
+        def on_save(self, args, state, control, **kwargs):
+            step = state.global_step + self.offset()
+            self.run.write_checkpoint_meta(Path(args.output_dir) / f"checkpoint-{step}", step)
+
+    return _RunCallback

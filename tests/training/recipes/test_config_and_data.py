@@ -159,3 +159,15 @@ def test_accelerate_configs_parse():
     for name in ("multi_gpu", "deepspeed_zero2", "deepspeed_zero3"):
         data = yaml.safe_load((ROOT / "training" / "configs" / "accelerate" / f"{name}.yaml").read_text())
         assert data["distributed_type"] in ("MULTI_GPU", "DEEPSPEED") and data["num_processes"] >= 2
+
+
+def test_configs_validate_without_importing_torch():
+    """The web process validates run configs through these classes: it must not pull in torch."""
+    code = (
+        "import sys\n"
+        "from training.recipes import METHODS, recipe\n"
+        "for m in METHODS: recipe(m).Config\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.stdout.split() == ["False", "False"], done.stderr
