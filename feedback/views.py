@@ -240,10 +240,20 @@ def _json_error(code: str, message: str, status: int = 400) -> JsonResponse:
     return JsonResponse({"code": code, "message": message}, status=status)
 
 
-@login_required
 @require_POST
 def annotate_submit(request: HttpRequest, slug: str) -> JsonResponse:
-    project = _project_for(request, slug, Action.ANNOTATE)
+    # JSON in, JSON out: a lapsed session gets a 401 the page can show (a redirect to the login page
+    # would look like success to fetch, and the judgement would be lost).
+    if not request.user.is_authenticated:
+        return _json_error(
+            "not_authenticated", "Your session has ended: log in again in another tab, then submit.", 401
+        )
+    try:
+        project = _project_for(request, slug, Action.ANNOTATE)
+    except Http404 as exc:
+        return _json_error("not_found", str(exc), 404)
+    except PermissionDenied as exc:
+        return _json_error("forbidden", str(exc), 403)
     try:
         body = json.loads(request.body or b"{}")
     except (ValueError, UnicodeDecodeError):

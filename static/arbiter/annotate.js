@@ -74,6 +74,27 @@
     try { window.sessionStorage.setItem(keyName, idempotencyKey); } catch (e) { /* ignore */ }
   }
 
+  // ---------------------------------------------------------------- drafts: typed text survives a reload
+  var draftName = "arbiter:draft:" + config.lease;
+  var saved = false;
+  var textBoxes = ["comment", "demonstration"].map(function (id) { return document.getElementById(id); });
+  try {
+    var draft = JSON.parse(window.sessionStorage.getItem(draftName) || "{}");
+    textBoxes.forEach(function (box) { if (draft[box.id]) box.value = draft[box.id]; });
+    if (draft.demonstration) document.getElementById("demonstration-box").open = true;
+  } catch (e) { /* ignore */ }
+  textBoxes.forEach(function (box) {
+    box.addEventListener("input", function () {
+      var d = {};
+      textBoxes.forEach(function (b) { if (b.value) d[b.id] = b.value; });
+      try { window.sessionStorage.setItem(draftName, JSON.stringify(d)); } catch (e) { /* ignore */ }
+    });
+  });
+  window.addEventListener("beforeunload", function (e) {
+    if (saved) return;
+    if (textBoxes.some(function (b) { return b.value.trim(); })) { e.preventDefault(); e.returnValue = ""; }
+  });
+
   // ---------------------------------------------------------------- folding long responses
   $$(".response-body").forEach(function (body) {
     var toggle = body.nextElementSibling;
@@ -337,15 +358,20 @@
       headers: { "Content-Type": "application/json", "X-CSRFToken": config.csrf, "Accept": "application/json" },
       body: JSON.stringify(body),
     }).then(function (resp) {
-      return resp.json().catch(function () { return {}; }).then(function (data) { return { resp: resp, data: data }; });
+      return resp.json().catch(function () { return null; }).then(function (data) { return { resp: resp, data: data }; });
     }).then(function (r) {
-      if (r.resp.ok) {
-        try { window.sessionStorage.removeItem(keyName); } catch (e) { /* ignore */ }
+      if (r.resp.status >= 500 || r.resp.status === 429) throw new Error("server " + r.resp.status);
+      if (r.resp.ok && r.data && r.data.annotation_id) {
+        saved = true;
+        try {
+          window.sessionStorage.removeItem(keyName);
+          window.sessionStorage.removeItem(draftName);
+        } catch (e) { /* ignore */ }
         say("Saved.");
         window.location.assign(r.data.next || config.urls.next);
         return;
       }
-      if (r.resp.status >= 500 || r.resp.status === 429) throw new Error("server " + r.resp.status);
+      if (!r.data) { done("Unexpected reply from the server (" + r.resp.status + "); your answer is still here. Reload the page in another tab to check your session, then submit again."); return; }
       done(r.data.message || ("Could not save (" + r.resp.status + ")."));
     }).catch(function (err) {
       if (attempt >= 5) { done("Could not reach the server; your answer is still here. Try again."); return; }
@@ -369,6 +395,9 @@
     if (skipDialog && !skipDialog.open) { skipDialog.showModal(); var r = $('input[name="reason"]:checked', skipDialog); if (r) r.focus(); }
   }
   document.getElementById("skip-open").addEventListener("click", openSkip);
+  // Skipping or undoing leaves the page on purpose: no "unsaved changes" prompt for those.
+  document.getElementById("skip-form").addEventListener("submit", function () { saved = true; });
+  if (undoForm) undoForm.addEventListener("submit", function () { saved = true; });
   document.getElementById("skip-cancel").addEventListener("click", function () { skipDialog.close(); });
 
   // ---------------------------------------------------------------- keyboard

@@ -53,6 +53,7 @@ class PageWatch:
         self.dialogs: list[str] = []
         self.errors: list[str] = []
         self.outside_requests: list[str] = []
+        self.unload_prompts = 0
 
 
 def _screenshot_name(nodeid: str, suffix: str = "") -> Path:
@@ -74,6 +75,10 @@ def page(browser, live_server, watch: PageWatch, request: pytest.FixtureRequest)
     pg = context.new_page()
 
     def on_dialog(dialog: Any) -> None:
+        if dialog.type == "beforeunload":  # the page's own "leave with unsaved text?" question
+            watch.unload_prompts += 1
+            dialog.accept()
+            return
         watch.dialogs.append(f"{dialog.type}: {dialog.message}")
         dialog.dismiss()
 
@@ -121,5 +126,20 @@ def login(live_server):
         with pg.expect_navigation():
             pg.keyboard.press("Enter")
         assert pg.url.endswith(next_url), pg.url
+
+    return do
+
+
+@pytest.fixture
+def session_login(live_server):
+    """Start logged in (a session cookie made on the server side), for tests about what comes after login."""
+    from django.test import Client
+
+    def do(pg: Any, user: Any, next_url: str) -> None:
+        client = Client()
+        client.force_login(user)
+        cookie = client.cookies["sessionid"]
+        pg.context.add_cookies([{"name": "sessionid", "value": cookie.value, "url": live_server.url}])
+        pg.goto(next_url)
 
     return do

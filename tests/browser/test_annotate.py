@@ -134,9 +134,9 @@ def _drag(page, source, target, *, steps: int = 12) -> None:
     page.mouse.up()
 
 
-def test_ranking_by_mouse_drag(page, login, annotator, setup, shot, watch):
+def test_ranking_by_mouse_drag(page, session_login, annotator, setup, shot, watch):
     _project, url = setup("ranking", responses_per_item=4, allow_ties=False)
-    login(page, annotator, url)
+    session_login(page, annotator, url)
     shown = shown_ids(page)
     cards = page.locator("#ranking .rank-card")
     assert page.locator(".tie-box").count() == 0  # no ties in this project
@@ -156,9 +156,9 @@ def test_ranking_by_mouse_drag(page, login, annotator, setup, shot, watch):
     assert not watch.errors and not watch.dialogs
 
 
-def test_ranking_by_touch_drag(page, login, annotator, setup, shot, watch):
+def test_ranking_by_touch_drag(page, session_login, annotator, setup, shot, watch):
     _project, url = setup("ranking", responses_per_item=3, allow_ties=False)
-    login(page, annotator, url)
+    session_login(page, annotator, url)
     shown = shown_ids(page)
     cards = page.locator("#ranking .rank-card")
     page.evaluate("document.getElementById('ranking').scrollIntoView()")
@@ -178,13 +178,13 @@ def test_ranking_by_touch_drag(page, login, annotator, setup, shot, watch):
     assert not watch.errors
 
 
-def test_pairwise_and_folding_by_mouse(page, login, annotator, setup, shot, watch):
+def test_pairwise_and_folding_by_mouse(page, session_login, annotator, setup, shot, watch):
     long_text = (
         "\n\n".join(f"Paragraph {i} of a long answer." for i in range(60))
         + "\n\n```python\nprint('end')\n```"
     )
     _project, url = setup("pairwise", texts=[long_text, "Short answer."])
-    login(page, annotator, url)
+    session_login(page, annotator, url)
     shown = shown_ids(page)
     long_id = shown[0] if Candidate.objects.get(pk=shown[0]).text == long_text else shown[1]
     body = page.locator(f"#body-{long_id}")
@@ -205,9 +205,9 @@ def test_pairwise_and_folding_by_mouse(page, login, annotator, setup, shot, watc
     assert not watch.errors and not watch.dialogs
 
 
-def test_binary_by_mouse_with_reasons(page, login, annotator, setup, shot, watch):
+def test_binary_by_mouse_with_reasons(page, session_login, annotator, setup, shot, watch):
     _project, url = setup("binary", responses_per_item=2)
-    login(page, annotator, url)
+    session_login(page, annotator, url)
     shown = shown_ids(page)
     first, second = (page.locator(f"#card-{c}") for c in shown)
     first.get_by_role("button", name="Good").click()
@@ -229,11 +229,11 @@ def test_binary_by_mouse_with_reasons(page, login, annotator, setup, shot, watch
     assert not watch.errors and not watch.dialogs
 
 
-def test_a_lost_reply_is_retried_with_the_same_key(page, login, annotator, setup, shot, watch):
+def test_a_lost_reply_is_retried_with_the_same_key(page, session_login, annotator, setup, shot, watch):
     """The first submit reaches the server but its reply is lost; the page retries with the same key and
     the server answers with the annotation it already stored: one annotation, not two."""
     _project, url = setup("pairwise", n_items=2)
-    login(page, annotator, url)
+    session_login(page, annotator, url)
     shown = shown_ids(page)
     calls: list[str] = []
 
@@ -254,6 +254,23 @@ def test_a_lost_reply_is_retried_with_the_same_key(page, login, annotator, setup
     assert not watch.errors
 
 
+def test_typed_text_survives_a_reload(page, session_login, annotator, setup, shot, watch):
+    _project, url = setup("pairwise", n_items=2)
+    session_login(page, annotator, url)
+    page.keyboard.press("b")
+    page.keyboard.type("A draft that must not be lost.")
+    page.get_by_label("Comment").fill("half-written comment")
+    page.reload()
+    assert watch.unload_prompts == 1  # the page asked before leaving
+    assert page.get_by_label("Your answer to the prompt").input_value() == "A draft that must not be lost."
+    assert page.get_by_label("Comment").input_value() == "half-written comment"
+    page.keyboard.press("2")
+    submit_and_wait(page, lambda: page.keyboard.press("Enter"))
+    assert the_annotation(annotator).demonstration.text == "A draft that must not be lost."
+    assert page.get_by_label("Comment").input_value() == ""  # the next item starts clean
+    assert watch.unload_prompts == 1 and not watch.errors
+
+
 # ------------------------------------------------------------------------------------------------ hostile output
 
 XSS = [
@@ -269,7 +286,7 @@ XSS = [
 
 
 def test_hostile_candidates_render_as_text_and_run_nothing(
-    page, login, annotator, project_factory, model_version, shot, watch
+    page, session_login, annotator, project_factory, model_version, shot, watch
 ):
     project = project_factory(
         task_kind="binary",
@@ -291,7 +308,7 @@ def test_hostile_candidates_render_as_text_and_run_nothing(
         )
         ItemCandidate.objects.create(item=item, candidate=c, position=pos)
 
-    login(page, annotator, f"/projects/{project.slug}/annotate/")
+    session_login(page, annotator, f"/projects/{project.slug}/annotate/")
     page.keyboard.press("?")  # open the guidelines too
     page.wait_for_timeout(300)  # give any injected handler a chance to fire
     shot(page, "hostile")
@@ -326,9 +343,9 @@ def test_hostile_candidates_render_as_text_and_run_nothing(
 # ------------------------------------------------------------------------------------------------ undo, skip
 
 
-def test_undo_then_skip(page, login, annotator, setup, shot, watch):
+def test_undo_then_skip(page, session_login, annotator, setup, shot, watch):
     _project, url = setup("pairwise", n_items=2, undo_window_seconds=120)
-    login(page, annotator, url)
+    session_login(page, annotator, url)
     first_item = int(page.locator("input[name=item_id]").get_attribute("value"))
     first_order = shown_ids(page)
     page.keyboard.press("1")
@@ -362,9 +379,9 @@ def test_undo_then_skip(page, login, annotator, setup, shot, watch):
 
 
 @pytest.mark.parametrize("page", [{"width": 375, "height": 740}], indirect=True)
-def test_phone_width_layout(page, login, annotator, setup, shot, watch):
+def test_phone_width_layout(page, session_login, annotator, setup, shot, watch):
     _project, url = setup("pairwise", texts=["A " * 400, "```\n" + "x" * 300 + "\n```"])
-    login(page, annotator, url)
+    session_login(page, annotator, url)
     shown = shown_ids(page)
     a, b = (page.locator(f"#card-{c}").bounding_box() for c in shown)
     assert b["y"] >= a["y"] + a["height"]  # stacked, not side by side

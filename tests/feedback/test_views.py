@@ -230,3 +230,16 @@ def test_progress_page_for_reviewers(client, user_factory, annotator, project_fa
     # role, annotations, skips, holding, median time
     assert rows["ann"] == ["annotator", "1", "0", "1", "4 s"]
     assert rows["rev"] == ["reviewer", "0", "0", "0", "—"]
+
+
+def test_submit_after_the_session_ends_is_a_json_401(client, annotator, project_factory, make_item):
+    project = _project(project_factory, annotator, task_kind="pairwise")
+    make_item(project)
+    config = _config(_login(client, annotator).get(reverse("annotate", args=[project.slug])))
+    client.logout()
+    body = {"item_id": config["item"], "payload": {"choice": "A"}, "idempotency_key": "late"}
+    response = client.post(
+        reverse("annotate_submit", args=[project.slug]), json.dumps(body), content_type="application/json"
+    )
+    assert response.status_code == 401 and response.json()["code"] == "not_authenticated"
+    assert not Annotation.objects.exists()
