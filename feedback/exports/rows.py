@@ -19,6 +19,7 @@ import hmac
 import json
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,8 @@ from feedback.models import Annotation, BinaryLabel, Demonstration, ItemCandidat
 
 #: Column types the writers know: chat messages, plain values, and the candidates of a raw row.
 MESSAGES, STRING, FLOAT, BOOL, INT, CANDIDATES = "messages", "string", "float", "bool", "int", "candidates"
+#: One assistant turn: the value is the text; files hold ``[{"role": "assistant", "content": text}]``.
+ASSISTANT = "assistant"
 
 Column = tuple[str, str]
 Row = tuple[bool, tuple[Any, ...]]  # (is_test, values)
@@ -64,7 +67,9 @@ class ExportStats:
         }
 
 
-def stream_values(qs: QuerySet, fields: Iterable[str], *, chunk_size: int) -> Iterator[tuple]:
+def stream_values(
+    qs: QuerySet, fields: Iterable[str], *, chunk_size: int, server_side: bool = True
+) -> Iterator[tuple]:
     """Raw database values of ``qs.values_list(*fields)``, fetched ``chunk_size`` at a time.
 
     Skips Django's per-row converters (JSON stays text, SQLite booleans stay 0/1): the callers
@@ -72,11 +77,82 @@ def stream_values(qs: QuerySet, fields: Iterable[str], *, chunk_size: int) -> It
     """
     query = qs.values_list(*fields).query
     compiler = query.get_compiler(using=qs.db)
-    chunks = compiler.execute_sql(MULTI, chunked_fetch=True, chunk_size=chunk_size)
+    chunks = compiler.execute_sql(MULTI, chunked_fetch=server_side, chunk_size=chunk_size)
     if chunks is None:  # pragma: no cover - an empty IN () short-circuits to None
         return
     for chunk in chunks:
         yield from chunk
+
+
+def stream_by_items(
+    spec: ExportSpec,
+    qs: QuerySet,
+    fields: Iterable[str],
+    *,
+    item_field: str,
+    chunk_size: int,
+    items_per_query: int = 500,
+) -> Iterator[tuple]:
+    """``qs``'s rows for the snapshot's items, a few hundred items per query, in (prompt, item) order.
+
+    One ORDER BY over every row would make the database sort the whole export, wide text columns
+    included (PostgreSQL spilled 26 MB to disk for 120k pairs; SQLite's sorter holds its cache).
+    Instead the item ids are streamed in (prompt, item) order — a narrow, cheap sort — and each
+    slice of items fetches its rows through the indexes and sorts them in memory. Same order,
+    same bytes, no big sort.
+    """
+    from feedback.models import Item
+
+    items = Item.objects.filter(project_id__in=spec.project_ids)
+    if not spec.include_gold:
+        items = items.filter(is_gold=False)
+    items = items.order_by("prompt_id", "id")
+    fields = tuple(fields)
+    run = _SliceQuery(qs, fields, item_field)
+    batch: list[int] = []
+    for (item_id,) in stream_values(items, ("id",), chunk_size=max(chunk_size, items_per_query)):
+        batch.append(item_id)
+        if len(batch) >= items_per_query:
+            yield from run(batch)
+            batch = []
+    if batch:
+        yield from run(batch)
+
+
+class _SliceQuery:
+    """``qs.filter(<item_field>__in=ids)`` compiled to SQL once per slice size, then run with new ids."""
+
+    _SENTINEL = -(10**15)
+
+    def __init__(self, qs: QuerySet, fields: tuple[str, ...], item_field: str):
+        self.qs, self.fields, self.item_field = qs, fields, item_field
+        self._compiled: dict[int, tuple[str, list[Any], list[tuple[int, int]]]] = {}
+
+    def _compile(self, n: int) -> tuple[str, list[Any], list[tuple[int, int]]]:
+        sentinels = [self._SENTINEL - k for k in range(n)]
+        query = self.qs.filter(**{f"{self.item_field}__in": sentinels}).values_list(*self.fields).query
+        sql, params = query.get_compiler(using=self.qs.db).as_sql()
+        params = list(params)
+        slots = [
+            (i, self._SENTINEL - p)
+            for i, p in enumerate(params)
+            if isinstance(p, int) and p <= self._SENTINEL
+        ]
+        if len(slots) != n:  # pragma: no cover - Django changed how IN () is compiled
+            raise RuntimeError(f"could not locate the {n} item ids in the compiled export query")
+        return sql, params, slots
+
+    def __call__(self, ids: list[int]) -> list[tuple]:
+        n = len(ids)
+        if n not in self._compiled:
+            self._compiled[n] = self._compile(n)
+        sql, params, slots = self._compiled[n]
+        params = list(params)
+        for i, k in slots:
+            params[i] = ids[k]
+        with connections[self.qs.db].cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
 
 
 def _json(value: Any) -> Any:
@@ -144,8 +220,9 @@ class PromptCounter:
 def plan_columns(spec: ExportSpec, *, has_margin: bool) -> list[Column]:
     """The columns of a snapshot, in file order (TRL's names first)."""
     text = MESSAGES if spec.style == "conversational" else STRING
+    answer = ASSISTANT if spec.style == "conversational" else STRING
     if spec.kind == "preference":
-        cols: list[Column] = [("prompt", text), ("chosen", text), ("rejected", text)]
+        cols: list[Column] = [("prompt", text), ("chosen", answer), ("rejected", answer)]
         if spec.include_margin and has_margin:
             cols.append(("margin", FLOAT))
         if spec.ties == "keep":
@@ -162,14 +239,14 @@ def plan_columns(spec: ExportSpec, *, has_margin: bool) -> list[Column]:
             ]
         return cols
     if spec.kind == "unpaired":
-        cols = [("prompt", text), ("completion", text), ("label", BOOL)]
+        cols = [("prompt", text), ("completion", answer), ("label", BOOL)]
         if spec.include_truncated:
             cols.append(("completion_truncated", BOOL))
         if spec.include_sources:
             cols += [("item_id", INT), ("candidate_id", INT), ("votes", INT), ("agreement", FLOAT)]
         return cols
     if spec.kind == "sft":
-        cols = [("prompt", text), ("completion", text)]
+        cols = [("prompt", text), ("completion", answer)]
         if spec.include_sources:
             cols += [("item_id", INT), ("annotation_id", INT)]
         return cols
@@ -210,10 +287,6 @@ def source_count(spec: ExportSpec, frozen: dict[str, Any]) -> int:
     }[spec.kind]
     prefix = "" if spec.kind == "raw" else "annotation__"
     return model.objects.filter(spec.annotation_q(frozen, prefix)).order_by().count()
-
-
-def _assistant(text: str, conversational: bool) -> Any:
-    return [{"role": "assistant", "content": text}] if conversational else text
 
 
 def _group_by_item(rows: Iterator[tuple], stats: ExportStats, progress: Callable[[int], None] | None):
@@ -316,7 +389,6 @@ def iter_preference(
     qs = PreferencePair.objects.filter(spec.annotation_q(frozen, "annotation__")).order_by(
         "prompt_id", "annotation__item_id", "annotation_id", "id"
     )
-    conv = spec.style == "conversational"
     versions = set(spec.model_version_ids)
     margin_col = spec.include_margin and has_margin
     keep_ties = spec.ties == "keep"
@@ -324,6 +396,7 @@ def iter_preference(
     sources = spec.include_sources
     counter = PromptCounter(stats)
     majority = spec.aggregation == "majority"
+    plain = not (keep_ties or trunc_cols or sources)
 
     def emit(r: tuple, tie: bool, chosen_first: bool, margin: float | None, votes: int, agreement: float):
         # r is a representative row; chosen_first says whether its chosen side won.
@@ -344,7 +417,14 @@ def iter_preference(
             stats.dropped["truncated"] += 1
             return None
         prompt, is_test = prompts.get(r[3], r[4], r[5], r[6])
-        values: list[Any] = [prompt, _assistant(c_text, conv), _assistant(j_text, conv)]
+        if r[3] != counter.last:
+            counter.add(r[3], is_test)
+        stats.rows["test" if is_test else "train"] += 1
+        if plain:  # the common case, without building a list
+            if margin_col:
+                return (is_test, (prompt, c_text, j_text, 0.0 if margin is None else float(margin)))
+            return (is_test, (prompt, c_text, j_text))
+        values: list[Any] = [prompt, c_text, j_text]
         if margin_col:
             values.append(0.0 if margin is None else float(margin))
         if keep_ties:
@@ -353,24 +433,28 @@ def iter_preference(
             values += [c_trunc, j_trunc]
         if sources:
             values += [r[0], c_id, j_id, votes, round(agreement, 6)]
-        counter.add(r[3], is_test)
-        stats.rows["test" if is_test else "train"] += 1
         return (is_test, tuple(values))
 
-    rows = stream_values(qs, PREF_FIELDS, chunk_size=chunk_size)
+    rows = stream_by_items(spec, qs, PREF_FIELDS, item_field="annotation__item_id", chunk_size=chunk_size)
     for group in _group_by_item(rows, stats, progress):
         stats.source_rows += len(group)
         if spec.ranking_pairs == "best_vs_rest":
             group = _best_vs_rest(group, stats)
-        # votes per unordered candidate pair: +1 (lower id wins), -1 (higher id wins), 0 (tie)
+        if not group:
+            stats.items += 1
+            continue
+        # one annotation (rows are ordered by annotation within an item): agreement is trivially 1
+        single = group[0][1] == group[-1][1]
+        n_votes = 1 if single else len({r[1] for r in group})
         votes: dict[tuple[int, int], Counter] = {}
-        for r in group:
-            lo, hi = (r[7], r[11]) if r[7] < r[11] else (r[11], r[7])
-            outcome = 0 if r[15] else (1 if r[7] == lo else -1)
-            votes.setdefault((lo, hi), Counter())[outcome] += 1
-        n_votes = len({r[1] for r in group})
-        agreement = _agreement(votes)
-        if not group or not _passes_agreement(spec, stats, n_votes, agreement, len(group)):
+        if majority or not single:
+            # votes per unordered candidate pair: +1 (lower id wins), -1 (higher id wins), 0 (tie)
+            for r in group:
+                lo, hi = (r[7], r[11]) if r[7] < r[11] else (r[11], r[7])
+                outcome = 0 if r[15] else (1 if r[7] == lo else -1)
+                votes.setdefault((lo, hi), Counter())[outcome] += 1
+        agreement = _agreement(votes) if not single else 1.0
+        if not _passes_agreement(spec, stats, n_votes, agreement, len(group)):
             continue
         if not majority:
             for r in group:
@@ -430,7 +514,6 @@ def iter_unpaired(
     qs = BinaryLabel.objects.filter(spec.annotation_q(frozen, "annotation__")).order_by(
         "annotation__item__prompt_id", "annotation__item_id", "annotation_id", "id"
     )
-    conv = spec.style == "conversational"
     versions = set(spec.model_version_ids)
     counter = PromptCounter(stats)
 
@@ -443,7 +526,7 @@ def iter_unpaired(
             stats.dropped["truncated"] += 1
             return None
         prompt, is_test = prompts.get(r[2], r[3], r[4], r[5])
-        values: list[Any] = [prompt, _assistant(r[7], conv), bool(label)]
+        values: list[Any] = [prompt, r[7], bool(label)]
         if spec.include_truncated:
             values.append(truncated)
         if spec.include_sources:
@@ -452,7 +535,7 @@ def iter_unpaired(
         stats.rows["test" if is_test else "train"] += 1
         return (is_test, tuple(values))
 
-    rows = stream_values(qs, LABEL_FIELDS, chunk_size=chunk_size)
+    rows = stream_by_items(spec, qs, LABEL_FIELDS, item_field="annotation__item_id", chunk_size=chunk_size)
     for group in _group_by_item(rows, stats, progress):
         stats.source_rows += len(group)
         votes: dict[int, Counter] = {}
@@ -508,9 +591,9 @@ def iter_sft(
     qs = Demonstration.objects.filter(spec.annotation_q(frozen, "annotation__")).order_by(
         "prompt_id", "annotation__item_id", "annotation_id"
     )
-    conv = spec.style == "conversational"
     counter = PromptCounter(stats)
-    for group in _group_by_item(stream_values(qs, DEMO_FIELDS, chunk_size=chunk_size), stats, progress):
+    rows = stream_by_items(spec, qs, DEMO_FIELDS, item_field="annotation__item_id", chunk_size=chunk_size)
+    for group in _group_by_item(rows, stats, progress):
         stats.source_rows += len(group)
         stats.items += 1
         if len(group) < spec.min_votes:
@@ -518,7 +601,7 @@ def iter_sft(
             continue
         for r in group:
             prompt, is_test = prompts.get(r[2], r[3], r[4], r[5])
-            values: list[Any] = [prompt, _assistant(r[6], conv)]
+            values: list[Any] = [prompt, r[6]]
             if spec.include_sources:
                 values += [r[0], r[1]]
             counter.add(r[2], is_test)
@@ -630,7 +713,7 @@ def iter_raw(
 
     batch: list[tuple] = []
     last_item = None
-    for r in stream_values(qs, RAW_FIELDS, chunk_size=chunk_size):
+    for r in stream_by_items(spec, qs, RAW_FIELDS, item_field="item_id", chunk_size=chunk_size):
         stats.source_rows += 1
         if r[0] != last_item:
             stats.items += 1
@@ -675,5 +758,24 @@ def iter_rows(
     )
 
 
-def connection_vendor(alias: str = "default") -> str:
-    return connections[alias].vendor
+@contextmanager
+def bounded_reads(alias: str = "default", *, sqlite_cache_kib: int = 8000) -> Iterator[None]:
+    """Cap SQLite's page cache (which also bounds its sorter's memory) while an export reads.
+
+    The project's connections ask for a 32 MB cache; an export's ORDER BY over a million rows would
+    use that twice over (cache + sorter) before spilling to temporary files. PostgreSQL sorts on the
+    server, so nothing changes there.
+    """
+    conn = connections[alias]
+    if conn.vendor != "sqlite":
+        yield
+        return
+    with conn.cursor() as cur:
+        cur.execute("PRAGMA cache_size")
+        before = cur.fetchone()[0]
+        cur.execute(f"PRAGMA cache_size = -{int(sqlite_cache_kib)}")
+    try:
+        yield
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"PRAGMA cache_size = {int(before)}")

@@ -26,7 +26,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from feedback.exports.card import dataset_card, manifest_bytes
-from feedback.exports.rows import ExportStats, has_known_margins, iter_rows, plan_columns
+from feedback.exports.rows import ExportStats, bounded_reads, has_known_margins, iter_rows, plan_columns
 from feedback.exports.spec import ExportSpec, ExportSpecError
 from feedback.exports.writers import SnapshotSinks, write_datasets_metadata
 from feedback.models import Annotation, DatasetSnapshot, Membership, Project, SnapshotStatus
@@ -136,10 +136,11 @@ def snapshot_preview(
     frozen = frozen if frozen is not None else freeze_filters(spec)
     stats = ExportStats()
     has_margin = has_known_margins(spec, frozen)
-    for _ in iter_rows(
-        spec, frozen, seed=seed, test_fraction=test_fraction, salt="", stats=stats, has_margin=has_margin
-    ):
-        pass
+    with bounded_reads():
+        for _ in iter_rows(
+            spec, frozen, seed=seed, test_fraction=test_fraction, salt="", stats=stats, has_margin=has_margin
+        ):
+            pass
     columns = [name for name, _ in plan_columns(spec, has_margin=has_margin)]
     return Preview(row_counts=dict(stats.rows), stats=stats.as_dict(), columns=columns, frozen=frozen)
 
@@ -177,18 +178,19 @@ def snapshot_write(
         columns = plan_columns(spec, has_margin=has_margin)
         sinks = SnapshotSinks(tmp, columns, formats)
         try:
-            for is_test, values in iter_rows(
-                spec,
-                snapshot.frozen,
-                seed=snapshot.seed,
-                test_fraction=snapshot.test_fraction,
-                salt=snapshot.pseudonym_salt,
-                stats=stats,
-                has_margin=has_margin,
-                chunk_size=chunk_size,
-                progress=progress,
-            ):
-                sinks.write(is_test, values)
+            with bounded_reads():
+                for is_test, values in iter_rows(
+                    spec,
+                    snapshot.frozen,
+                    seed=snapshot.seed,
+                    test_fraction=snapshot.test_fraction,
+                    salt=snapshot.pseudonym_salt,
+                    stats=stats,
+                    has_margin=has_margin,
+                    chunk_size=chunk_size,
+                    progress=progress,
+                ):
+                    sinks.write(is_test, values)
         finally:
             sinks.close()
         content_hash = sinks.content_hash()

@@ -10,13 +10,72 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from array import array
+from collections.abc import Callable
+from itertools import accumulate
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
-from feedback.exports.rows import BOOL, CANDIDATES, FLOAT, INT, MESSAGES, STRING, Column
+from feedback.exports.rows import ASSISTANT, BOOL, CANDIDATES, FLOAT, INT, MESSAGES, STRING, Column
 
 SPLITS = ("train", "test")
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_str = encode_basestring  # the C encoder of a JSON string (ensure_ascii=False)
+
+
+def _float(value: Any) -> str:
+    if value is None:
+        return "null"
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"cannot write {value} to JSON")
+    return repr(value)
+
+
+def _formatters(columns: list[Column]) -> list[Callable[[Any], str]]:
+    """One function per column turning a value into its canonical JSON text."""
+    out: list[Callable[[Any], str]] = []
+    for _, kind in columns:
+        if kind == ASSISTANT:
+            out.append(lambda v: '[{"role":"assistant","content":' + _str(v) + "}]")
+        elif kind == STRING:
+            out.append(lambda v: "null" if v is None else _str(v))
+        elif kind == FLOAT:
+            out.append(_float)
+        elif kind == BOOL:
+            out.append(lambda v: "null" if v is None else ("true" if v else "false"))
+        elif kind == INT:
+            out.append(lambda v: "null" if v is None else str(int(v)))
+        else:  # MESSAGES, CANDIDATES
+            out.append(_encode)
+    return out
+
+
+def _cached(fmt: Callable[[Any], str]) -> Callable[[Any], str]:
+    """Chat messages (the prompt) are shared by consecutive rows: encode each object once."""
+    last: list[Any] = [None, ""]
+
+    def f(value: Any) -> str:
+        if value is not last[0]:
+            last[0], last[1] = value, fmt(value)
+        return last[1]
+
+    return f
+
+
+def _line_function(columns: list[Column]) -> Callable[[tuple[Any, ...]], str]:
+    """A function building one canonical JSON line from a row tuple, specialised to the columns."""
+    namespace: dict[str, Any] = {}
+    parts = []
+    for i, ((name, kind), fmt) in enumerate(zip(columns, _formatters(columns), strict=True)):
+        namespace[f"K{i}"] = ("{" if i == 0 else ",") + json.dumps(name) + ":"
+        namespace[f"F{i}"] = _cached(fmt) if kind == MESSAGES else fmt
+        parts.append(f"K{i}, F{i}(v[{i}])")
+    source = f"def line(v):\n    return ''.join(({', '.join(parts)}, '}}\\n'))\n"
+    exec(compile(source, "<jsonl line>", "exec"), namespace)
+    return namespace["line"]
 
 
 class JsonlSink:
@@ -29,23 +88,10 @@ class JsonlSink:
         self.rows = 0
         self.bytes = 0
         self._fh = path.open("wb", buffering=1 << 20) if path is not None else None
-        self._keys = ['{"' + columns[0][0] + '":'] + [',"' + name + '":' for name, _ in columns[1:]]
-        self._first_obj: Any = None
-        self._first_frag = ""
+        self._line = _line_function(columns)
 
     def write(self, values: tuple[Any, ...]) -> None:
-        parts = []
-        for i, (key, value) in enumerate(zip(self._keys, values, strict=True)):
-            if i == 0 and value is self._first_obj:  # the prompt, shared by consecutive rows
-                frag = self._first_frag
-            else:
-                frag = _encode(value)
-                if i == 0:
-                    self._first_obj, self._first_frag = value, frag
-            parts.append(key)
-            parts.append(frag)
-        parts.append("}\n")
-        data = "".join(parts).encode("utf-8")
+        data = self._line(values).encode("utf-8")
         self.hash.update(data)
         self.rows += 1
         self.bytes += len(data)
@@ -72,6 +118,7 @@ def arrow_schema(columns: list[Column]):
     )
     types = {
         MESSAGES: pa.list_(message),
+        ASSISTANT: pa.list_(message),
         STRING: pa.string(),
         FLOAT: pa.float64(),
         BOOL: pa.bool_(),
@@ -81,73 +128,140 @@ def arrow_schema(columns: list[Column]):
     return pa.schema([(name, types[kind]) for name, kind in columns])
 
 
+# Arrays are built from buffers rather than with pa.array(list): pa.array imports pandas on
+# first use (~45 MB of resident memory for nothing).
+def _validity(values: list[Any]):
+    import pyarrow as pa
+
+    if None not in values:
+        return None, 0
+    bits = bytearray((len(values) + 7) // 8)
+    nulls = 0
+    for i, v in enumerate(values):
+        if v is None:
+            nulls += 1
+        else:
+            bits[i >> 3] |= 1 << (i & 7)
+    return pa.py_buffer(bytes(bits)), nulls
+
+
+def _strings(values: list[str | None] | tuple[str | None, ...]):
+    import pyarrow as pa
+
+    validity, nulls = _validity(values)
+    if nulls:
+        values = ["" if v is None else v for v in values]
+    joined = "".join(values)
+    if joined.isascii():  # one encode for the whole column; byte lengths are the str lengths
+        data = joined.encode("ascii")
+        offsets = array("i", accumulate(map(len, values), initial=0))
+    else:
+        encoded = [v.encode("utf-8") for v in values]
+        data = b"".join(encoded)
+        offsets = array("i", accumulate(map(len, encoded), initial=0))
+    return pa.Array.from_buffers(
+        pa.string(), len(values), [validity, pa.py_buffer(offsets), pa.py_buffer(data)], null_count=nulls
+    )
+
+
+def _numbers(values: list[Any], kind: str):
+    import pyarrow as pa
+
+    validity, nulls = _validity(values)
+    if kind == BOOL:
+        bits = bytearray((len(values) + 7) // 8)
+        for i, v in enumerate(values):
+            if v:
+                bits[i >> 3] |= 1 << (i & 7)
+        return pa.Array.from_buffers(
+            pa.bool_(), len(values), [validity, pa.py_buffer(bytes(bits))], null_count=nulls
+        )
+    if kind == INT:
+        data = array("q", values if not nulls else (0 if v is None else int(v) for v in values))
+        return pa.Array.from_buffers(
+            pa.int64(), len(values), [validity, pa.py_buffer(data)], null_count=nulls
+        )
+    data = array("d", values if not nulls else (0.0 if v is None else float(v) for v in values))
+    return pa.Array.from_buffers(pa.float64(), len(values), [validity, pa.py_buffer(data)], null_count=nulls)
+
+
+def _offsets(offsets: list[int]):
+    import pyarrow as pa
+
+    return pa.Array.from_buffers(pa.int32(), len(offsets), [None, pa.py_buffer(array("i", offsets))])
+
+
 class BatchBuilder:
-    """Accumulates rows column by column and builds one Arrow record batch at a time."""
+    """Collects row tuples and builds one Arrow record batch at a time, column by column."""
 
     def __init__(self, columns: list[Column], schema):
         self.columns = columns
         self.schema = schema
-        self._reset()
+        self.rows: list[tuple[Any, ...]] = []
 
-    def _reset(self) -> None:
-        self.n = 0
-        self._cols: list[Any] = []
-        for _, kind in self.columns:
-            if kind == MESSAGES:
-                self._cols.append(([0], [], []))  # offsets, roles, contents
-            elif kind == CANDIDATES:
-                self._cols.append(([0], [], [], [], []))
-            else:
-                self._cols.append([])
+    @property
+    def n(self) -> int:
+        return len(self.rows)
 
     def add(self, values: tuple[Any, ...]) -> None:
-        for (_, kind), col, value in zip(self.columns, self._cols, values, strict=True):
-            if kind == MESSAGES:
-                offsets, roles, contents = col
-                for m in value:
-                    roles.append(m["role"])
-                    contents.append(m["content"])
-                offsets.append(len(roles))
-            elif kind == CANDIDATES:
-                offsets, ids, texts, versions, finishes = col
-                for c in value:
-                    ids.append(c["id"])
-                    texts.append(c["text"])
-                    versions.append(c["model_version_id"])
-                    finishes.append(c["finish_reason"])
-                offsets.append(len(ids))
-            else:
-                col.append(value)
-        self.n += 1
+        self.rows.append(values)
 
     def build(self):
         import pyarrow as pa
 
+        n = len(self.rows)
+        columns = list(zip(*self.rows, strict=True)) if self.rows else [() for _ in self.columns]
         arrays = []
-        for (_, kind), col, f in zip(self.columns, self._cols, self.schema, strict=True):
-            if kind == MESSAGES:
-                offsets, roles, contents = col
-                values = pa.StructArray.from_arrays(
-                    [pa.array(roles, pa.string()), pa.array(contents, pa.string())],
-                    fields=list(f.type.value_type),
-                )
-                arrays.append(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values))
+        for (_, kind), col, f in zip(self.columns, columns, self.schema, strict=True):
+            if kind in (MESSAGES, ASSISTANT):
+                fields = list(f.type.value_type)
+                if kind == ASSISTANT:
+                    roles = pa.Array.from_buffers(
+                        pa.string(),
+                        n,
+                        [
+                            None,
+                            pa.py_buffer(array("i", range(0, 9 * (n + 1), 9))),
+                            pa.py_buffer(b"assistant" * n),
+                        ],
+                    )
+                    values = pa.StructArray.from_arrays([roles, _strings(col)], fields=fields)
+                    offsets = list(range(n + 1))
+                else:
+                    offsets, role_list, content_list = [0], [], []
+                    last: Any = None
+                    for messages in col:
+                        if messages is not last:
+                            last = messages
+                            m_roles = [m["role"] for m in messages]
+                            m_contents = [m["content"] for m in messages]
+                        role_list += m_roles
+                        content_list += m_contents
+                        offsets.append(len(role_list))
+                    values = pa.StructArray.from_arrays(
+                        [_strings(role_list), _strings(content_list)], fields=fields
+                    )
+                arrays.append(pa.ListArray.from_arrays(_offsets(offsets), values))
             elif kind == CANDIDATES:
-                offsets, ids, texts, versions, finishes = col
+                offsets, ids, texts, versions, finishes = [0], [], [], [], []
+                for cands in col:
+                    for c in cands:
+                        ids.append(c["id"])
+                        texts.append(c["text"])
+                        versions.append(c["model_version_id"])
+                        finishes.append(c["finish_reason"])
+                    offsets.append(len(ids))
                 values = pa.StructArray.from_arrays(
-                    [
-                        pa.array(ids, pa.int64()),
-                        pa.array(texts, pa.string()),
-                        pa.array(versions, pa.int64()),
-                        pa.array(finishes, pa.string()),
-                    ],
+                    [_numbers(ids, INT), _strings(texts), _numbers(versions, INT), _strings(finishes)],
                     fields=list(f.type.value_type),
                 )
-                arrays.append(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values))
+                arrays.append(pa.ListArray.from_arrays(_offsets(offsets), values))
+            elif kind == STRING:
+                arrays.append(_strings(col))
             else:
-                arrays.append(pa.array(col, f.type))
+                arrays.append(_numbers(list(col), kind))
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-        self._reset()
+        self.rows = []
         return batch
 
 
@@ -160,7 +274,7 @@ class ArrowSplitSink:
         *,
         parquet_path: Path | None,
         arrow_path: Path | None,
-        batch_rows: int = 8192,
+        batch_rows: int = 4096,
     ):
         import pyarrow as pa
         import pyarrow.parquet as pq
