@@ -180,6 +180,7 @@
       if (e.target.closest(".move-up")) { move(card, -1); select(card, false); }
       else if (e.target.closest(".move-down")) { move(card, 1); select(card, false); }
       else if (e.target.closest(".tie-box")) { renumber(card); }
+      else if (!e.target.closest("button, a, input, label")) { select(card); } // then arrows move it
     });
     setupDrag();
   }
