@@ -1,0 +1,127 @@
+"""The snapshot API: who may do what, preview before writing, streamed downloads, the 409 on a changed hash."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+from rest_framework.test import APIClient
+
+from feedback.models import Annotation, DatasetSnapshot
+from feedback.services.projects import membership_set
+
+from .conftest import annotate_project, shorter_first
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def setup(project_factory, user_factory, make_item, settings, tmp_path):
+    settings.EXPORTS_DIR = tmp_path / "exports"
+    admin, reviewer, annotator, outsider = (
+        user_factory(n) for n in ("admin", "reviewer", "annotator", "outsider")
+    )
+    project = project_factory(name="API", task_kind="ranking", responses_per_item=3)
+    membership_set(project=project, user=admin, role="admin")
+    membership_set(project=project, user=reviewer, role="reviewer")
+    membership_set(project=project, user=annotator, role="annotator")
+    for i in range(12):
+        make_item(project, texts=[f"a{i}", f"bb {i}", f"ccc ccc {i}"])
+    annotate_project(project, [annotator], lambda u, item, shown: {"ranking": shorter_first(shown)})
+    return project, {"admin": admin, "reviewer": reviewer, "annotator": annotator, "outsider": outsider}
+
+
+def client_for(user) -> APIClient:
+    c = APIClient()
+    c.force_authenticate(user)
+    return c
+
+
+def body(project, **extra):
+    return {"kind": "preference", "project_ids": [project.id], "test_fraction": 0.25, **extra}
+
+
+def streamed(response) -> bytes:
+    return b"".join(response.streaming_content)
+
+
+def test_preview_then_create_then_download(setup):
+    project, users = setup
+    api = client_for(users["admin"])
+    preview = api.post("/api/v1/snapshots/preview/", body(project), format="json")
+    assert preview.status_code == 200, preview.json()
+    counts = preview.json()["row_counts"]
+    assert counts["train"] + counts["test"] == 36
+
+    created = api.post("/api/v1/snapshots/create/", body(project, name="via api"), format="json")
+    assert created.status_code == 201, created.json()
+    snap = created.json()
+    assert snap["status"] == "written" and snap["row_counts"] == counts and len(snap["content_hash"]) == 64
+
+    detail = api.get(f"/api/v1/snapshots/{snap['id']}/").json()
+    names = {f["name"] for f in detail["files"]}
+    assert {"train.jsonl", "test.jsonl", "train.parquet", "manifest.json", "README.md"} <= names
+
+    got = api.get(f"/api/v1/snapshots/{snap['id']}/files/train.jsonl")
+    assert got.status_code == 200 and got["X-Content-Hash"] == snap["content_hash"]
+    lines = streamed(got).decode().splitlines()
+    assert len(lines) == counts["train"] and json.loads(lines[0])["chosen"][0]["role"] == "assistant"
+
+    tar = api.get(f"/api/v1/snapshots/{snap['id']}/download.tar")
+    assert tar.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(streamed(tar))) as archive:
+        members = {m.name.split("/", 1)[1]: archive.extractfile(m).read() for m in archive.getmembers()}
+    from pathlib import Path
+
+    root = Path(DatasetSnapshot.objects.get(pk=snap["id"]).path)
+    assert members == {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    assert api.get(f"/api/v1/snapshots/{snap['id']}/files/../../etc/passwd").status_code == 404
+    listed = api.get("/api/v1/snapshots/").json()
+    assert [s["id"] for s in listed["results"]] == [snap["id"]]
+
+
+def test_roles(setup):
+    project, users = setup
+    snap = (
+        client_for(users["admin"])
+        .post("/api/v1/snapshots/create/", body(project, name="r"), format="json")
+        .json()
+    )
+    reviewer, annotator, outsider = (client_for(users[k]) for k in ("reviewer", "annotator", "outsider"))
+    # reviewers read, but neither build nor download
+    assert reviewer.get(f"/api/v1/snapshots/{snap['id']}/").status_code == 200
+    assert reviewer.get(f"/api/v1/snapshots/{snap['id']}/files/train.jsonl").status_code == 403
+    assert reviewer.post("/api/v1/snapshots/preview/", body(project), format="json").status_code == 403
+    # annotators never see snapshots; outsiders do not learn they exist
+    assert annotator.get(f"/api/v1/snapshots/{snap['id']}/").status_code == 404
+    assert (
+        annotator.post("/api/v1/snapshots/create/", body(project, name="x"), format="json").status_code == 403
+    )
+    assert annotator.get("/api/v1/snapshots/").json()["results"] == []
+    assert outsider.get(f"/api/v1/snapshots/{snap['id']}/").status_code == 404
+    assert outsider.post("/api/v1/snapshots/preview/", body(project), format="json").status_code == 404
+    assert APIClient().get("/api/v1/snapshots/").status_code in (401, 403)
+
+
+def test_bad_input_and_changed_rows(setup):
+    project, users = setup
+    api = client_for(users["admin"])
+    bad = api.post("/api/v1/snapshots/preview/", body(project, date_from="not a date"), format="json")
+    assert bad.status_code == 400 and "date_from" in bad.json()["message"]
+    bad = api.post("/api/v1/snapshots/preview/", body(project, aggregation="median"), format="json")
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid"
+
+    snap = api.post(
+        "/api/v1/snapshots/create/", body(project, name="w", formats=["jsonl"]), format="json"
+    ).json()
+    again = api.post(f"/api/v1/snapshots/{snap['id']}/write/", {"formats": ["jsonl"]}, format="json")
+    assert again.status_code == 200 and again.json()["content_hash"] == snap["content_hash"]
+    Annotation.objects.filter(item__project=project).order_by("id").first().delete()
+    changed = api.post(f"/api/v1/snapshots/{snap['id']}/write/", {"formats": ["jsonl"]}, format="json")
+    assert changed.status_code == 409 and changed.json()["code"] == "snapshot_changed"
+
+    push = api.post(f"/api/v1/snapshots/{snap['id']}/push/", {"repo_id": "me/data"}, format="json")
+    assert push.status_code == 400 and "HF_TOKEN" in push.json()["message"]
