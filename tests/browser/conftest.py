@@ -106,6 +106,8 @@ def page(browser, live_server, watch: PageWatch, request: pytest.FixtureRequest)
         pg.screenshot(path=str(_screenshot_name(request.node.nodeid, "-end")), full_page=True)
     finally:
         context.close()
+    # Every asset comes from the app itself (annotators often work on closed networks).
+    assert not watch.outside_requests, watch.outside_requests
 
 
 @pytest.fixture
