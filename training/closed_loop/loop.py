@@ -1,0 +1,669 @@
+"""The closed loop, end to end, through the app's own parts (Django-aware).
+
+fresh database -> import prompts -> generation job (base) -> simulated annotators over HTTP
+(ranking items for DPO and the reward model, thumbs items for KTO) -> snapshots through the
+exports service -> training runs through the Celery task (DPO, KTO, reward -> PPO) -> registered
+versions -> held-out generation job (base versus the new versions) -> win-rate by the hidden
+preference, and a Bradley-Terry leaderboard from simulated votes on the same held-out items.
+``rounds=2`` generates from each new version, labels again and trains again (the reference
+stays the original base: the training service anchors a lineage to its root).
+
+Call :func:`run_loop` in a process whose environment came from ``stack.stack_env`` (see
+``training/closed_loop/__main__.py``), after ``django.setup()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .annotator import Account, ApiClient, annotate_all
+from .preferences import empty_rate, get_preference, win_rate
+from .report import ResultLine, plot_win_rates
+
+logger = logging.getLogger("closed_loop")
+PROMPTS_FILE = Path(__file__).with_name("prompts.jsonl")
+
+
+# -- options -----------------------------------------------------------------------------------
+@dataclass
+class LoopOptions:
+    tiny: bool = False
+    rounds: int = 1
+    preferences: tuple[str, ...] = ("shorter", "reason")
+    #: methods per preference; "ppo" means reward model then PPO
+    methods: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"shorter": ("dpo", "kto", "ppo"), "reason": ("dpo",)}
+    )
+    #: methods that get a second round when rounds == 2
+    round2_methods: tuple[str, ...] = ("dpo",)
+    annotators: int = 4
+    noise: float = 0.1
+    candidates: int = 4
+    max_new_tokens: int = 96
+    temperature: float = 0.8
+    train_prompts: int | None = None
+    heldout_prompts: int | None = None
+    seed: int = 0
+    out_dir: Path = Path("closed_loop_out")
+    model_path: str | None = None
+    #: recipe overrides per method (merged over the defaults below)
+    recipe_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    job_timeout_s: float = 3 * 3600
+    threads: int = 2
+    #: held-out answers per prompt and version: 1 = greedy; more = sampled at ``temperature``
+    eval_samples: int = 1
+
+    def methods_for(self, preference: str) -> tuple[str, ...]:
+        return tuple(self.methods.get(preference, ()))
+
+
+def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, Any]:
+    """Recipe settings that reached the targets on the demo model on this CPU (see the report)."""
+    common: dict[str, Any] = {
+        "device": "cpu",
+        "torch_threads": threads,
+        "save_steps": 1000,
+        "logging_steps": 5,
+        "lora_r": 16,
+        "lora_alpha": 32,
+        "max_length": 384,
+        "seed": 0,
+    }
+    if tiny:
+        common.update(max_length=128, lora_r=8, lora_alpha=16)
+    per_method: dict[str, dict[str, Any]] = {
+        "dpo": {
+            "beta": 0.1,
+            "learning_rate": 2e-4,
+            "num_train_epochs": 1.0,
+            "per_device_train_batch_size": 8,
+        },
+        "kto": {
+            "beta": 0.1,
+            "learning_rate": 2e-4,
+            "num_train_epochs": 1.0,
+            "per_device_train_batch_size": 8,
+        },
+        "reward": {"learning_rate": 1e-4, "num_train_epochs": 1.0, "per_device_train_batch_size": 8},
+        "ppo": {
+            "learning_rate": 1e-5,
+            "per_device_train_batch_size": 8,
+            "response_length": 64,
+            "num_train_epochs": 1.0,
+            "kl_coef": 0.05,
+            "eval_prompts": 0,
+        },
+    }
+    if tiny:
+        per_method["dpo"].update(learning_rate=1e-3, num_train_epochs=3.0)
+        per_method["kto"].update(learning_rate=1e-3, num_train_epochs=3.0)
+        per_method["reward"].update(learning_rate=1e-3, num_train_epochs=2.0)
+        per_method["ppo"].update(response_length=16, learning_rate=1e-4)
+    return {**common, **per_method[method]}
+
+
+# -- small helpers -----------------------------------------------------------------------------
+def _wait(
+    model, pk: int, *, what: str, timeout: float, check: Callable[[], None] | None = None, poll: float = 2.0
+):
+    """Poll a job row (GenerationJob / TrainingRun) until it leaves queued/running."""
+    from inference.models import JobStatus
+
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        row = model.objects.get(pk=pk)
+        if row.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+            if row.status != JobStatus.SUCCEEDED:
+                raise RuntimeError(f"{what} {pk} ended {row.status}: {row.error}\n{row.log_tail[-3000:]}")
+            return row
+        done = getattr(row, "progress_done", None) or getattr(row, "progress_step", 0)
+        total = getattr(row, "progress_total", 0)
+        line = f"{what} {pk}: {row.status} {done}/{total}"
+        if line != last:
+            logger.info(line)
+            last = line
+        if check is not None:
+            check()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} {pk} did not finish within {timeout:.0f}s")
+        time.sleep(poll)
+
+
+def load_prompt_set(options: LoopOptions) -> tuple[list[dict], list[dict]]:
+    rows = [
+        json.loads(line) for line in PROMPTS_FILE.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
+    train = [r for r in rows if r["metadata"]["split"] == "train"][: options.train_prompts]
+    held = [r for r in rows if r["metadata"]["split"] == "heldout"][: options.heldout_prompts]
+    return train, held
+
+
+@dataclass
+class Context:
+    options: LoopOptions
+    base_url: str
+    admin: Any
+    admin_api: ApiClient
+    accounts: list[Account]
+    base: Any  # ModelVersion
+    check: Callable[[], None]
+    lines: list[ResultLine] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+    def note(self, **fields: Any) -> None:
+        fields["t"] = round(time.perf_counter() - self.started, 1)
+        self.log.append(fields)
+        logger.info("%s", json.dumps(fields))
+
+
+# -- steps ---------------------------------------------------------------------------------------
+def setup_accounts(n: int) -> tuple[Any, Account, list[Account]]:
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    admin_account = Account("loop-admin", f"pw-admin-{random.randrange(10**9)}")
+    admin = User.objects.create_superuser(
+        username=admin_account.username, password=admin_account.password, email=""
+    )
+    accounts = []
+    for i in range(n):
+        acc = Account(f"annotator{i + 1}", f"pw-annotator{i + 1}-{random.randrange(10**6)}")
+        User.objects.create_user(username=acc.username, password=acc.password)
+        accounts.append(acc)
+    return admin, admin_account, accounts
+
+
+def make_project(ctx: Context, name: str, kind: str, k: int, prompts: list[dict], guidelines: str) -> Any:
+    from django.contrib.auth import get_user_model
+
+    from feedback.services.projects import membership_set, project_create
+
+    project = project_create(
+        name=name,
+        task_kind=kind,
+        responses_per_item=k,
+        annotations_required=1,
+        guidelines=guidelines,
+        allow_ties=True,
+        lease_ttl_seconds=600,
+    )
+    membership_set(project=project, user=ctx.admin, role="admin")
+    User = get_user_model()
+    for acc in ctx.accounts:
+        membership_set(project=project, user=User.objects.get(username=acc.username), role="annotator")
+    if prompts:  # through the REST API, as an admin would
+        report = ctx.admin_api.post_json(f"/projects/{project.pk}/prompts/import/", {"rows": prompts})
+        if report["rows_imported"] != len(prompts):
+            raise RuntimeError(
+                f"prompt import into {name} kept {report['rows_imported']} of {len(prompts)}: {report}"
+            )
+    return project
+
+
+def generate(ctx: Context, project: Any, versions: list[Any], *, n: int, greedy: bool, pairing: str) -> Any:
+    from inference.engines.base import SamplingParams
+    from inference.models import GenerationJob
+    from inference.services import generation_job_create
+
+    o = ctx.options
+    params = SamplingParams(
+        max_new_tokens=o.max_new_tokens,
+        temperature=0.0 if greedy else o.temperature,
+        top_p=1.0 if greedy else 0.95,
+        seed=o.seed,
+    )
+    job = generation_job_create(
+        project=project,
+        model_versions=versions,
+        n=n,
+        sampling_params=params,
+        pairing=pairing,
+        chunk_size=32,
+        created_by=ctx.admin,
+    )
+    return _wait(GenerationJob, job.pk, what="generation job", timeout=o.job_timeout_s, check=ctx.check)
+
+
+def copy_candidates(ctx: Context, source: Any, target: Any) -> int:
+    """Reuse the generated candidates in another project (the candidate import service)."""
+    from feedback.importing import CandidateRow
+    from feedback.models import Candidate
+    from feedback.services.imports import candidates_import
+
+    rows = [
+        CandidateRow(
+            location=f"candidate {c.pk}",
+            messages=c.prompt.messages,
+            text=c.text,
+            model=c.model_version.name,
+            finish_reason=c.finish_reason,
+            metadata=c.prompt.metadata,
+        )
+        for c in Candidate.objects.filter(prompt__project=source)
+        .select_related("prompt", "model_version")
+        .order_by("id")
+    ]
+    report = candidates_import(
+        project=target,
+        rows=rows,
+        model_name=None,
+        source=f"project {source.pk}",
+        file_format="jsonl",
+        created_by=ctx.admin,
+    )
+    return report.items_created
+
+
+def annotate_project(ctx: Context, project: Any, preference: str) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    reports = annotate_all(
+        ctx.base_url,
+        ctx.accounts,
+        project_id=project.pk,
+        kind=project.task_kind,
+        preference=get_preference(preference),
+        noise=ctx.options.noise,
+        seed=ctx.options.seed + project.pk,
+    )
+    errors = [e for r in reports for e in r.errors]
+    submitted = sum(r.submitted for r in reports)
+    if errors:
+        logger.warning("annotation errors in %s: %s", project.name, errors[:3])
+    return {
+        "project": project.name,
+        "submitted": submitted,
+        "errors": len(errors),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def export(ctx: Context, project: Any, kind: str, name: str, *, test_fraction: float = 0.1) -> Any:
+    from feedback.exports.services import snapshot_create, snapshot_write
+
+    spec = {
+        "kind": kind,
+        "project_ids": [project.pk],
+        "aggregation": "all",
+        "ranking_pairs": "all",
+        "ties": "drop",
+        "include_truncated": True,  # flagged, so the recipe decides (it drops them by default)
+        "include_margin": True,
+    }
+    snapshot = snapshot_create(
+        name=name, spec=spec, seed=ctx.options.seed, test_fraction=test_fraction, created_by=ctx.admin
+    )
+    snapshot_write(snapshot=snapshot, formats=("jsonl",))
+    snapshot.refresh_from_db()
+    return snapshot
+
+
+def train(
+    ctx: Context, method: str, snapshot: Any, parent: Any, *, reward_snapshot: Any = None
+) -> tuple[Any, Any]:
+    """Queue a run through the training service (Celery, gpu queue) and wait. Returns (run, reward run)."""
+    from training.models import TrainingRun
+    from training.services import training_pipeline_create_rm_ppo, training_run_create
+
+    o = ctx.options
+    overrides = o.recipe_overrides
+    if method == "ppo":
+        rm_cfg = {**recipe_defaults("reward", tiny=o.tiny, threads=o.threads), **overrides.get("reward", {})}
+        ppo_cfg = {**recipe_defaults("ppo", tiny=o.tiny, threads=o.threads), **overrides.get("ppo", {})}
+        rm, ppo = training_pipeline_create_rm_ppo(
+            snapshot=reward_snapshot or snapshot,
+            ppo_snapshot=snapshot,
+            parent_version=parent,
+            reward_config=rm_cfg,
+            ppo_config=ppo_cfg,
+            created_by=ctx.admin,
+        )
+        rm = _wait(TrainingRun, rm.pk, what="reward run", timeout=o.job_timeout_s, check=ctx.check, poll=3)
+        ppo = _wait(TrainingRun, ppo.pk, what="ppo run", timeout=o.job_timeout_s, check=ctx.check, poll=3)
+        return ppo, rm
+    cfg = {**recipe_defaults(method, tiny=o.tiny, threads=o.threads), **overrides.get(method, {})}
+    run = training_run_create(
+        method=method, parent_version=parent, snapshot=snapshot, config=cfg, created_by=ctx.admin
+    )
+    run = _wait(TrainingRun, run.pk, what=f"{method} run", timeout=o.job_timeout_s, check=ctx.check, poll=3)
+    return run, None
+
+
+def version_of(run: Any) -> Any:
+    from inference.models import ModelVersion
+
+    return ModelVersion.objects.get(training_run=run)
+
+
+def eval_items(project: Any) -> list[tuple[int, dict[int, tuple[str, bool]]]]:
+    """[(prompt id, {version id: (text, truncated)})] for every item of the held-out project: each
+    item shows one answer of each version to one prompt."""
+    from feedback.models import ItemCandidate
+
+    items: dict[int, tuple[int, dict[int, tuple[str, bool]]]] = {}
+    for slot in (
+        ItemCandidate.objects.filter(item__project=project)
+        .select_related("candidate", "item")
+        .order_by("item_id", "position")
+    ):
+        c = slot.candidate
+        entry = items.setdefault(slot.item_id, (slot.item.prompt_id, {}))
+        entry[1].setdefault(c.model_version_id, (c.text, c.finish_reason == "length"))
+    return list(items.values())
+
+
+def leaderboard_of(ctx: Context, project: Any) -> dict[str, dict[str, Any]]:
+    """The project's Bradley-Terry leaderboard, read over the REST API: {version name: standing}."""
+    rows = ctx.admin_api.get_json(f"/projects/{project.pk}/leaderboard/", bootstrap=100)
+    if isinstance(rows, dict) and "results" in rows:
+        rows = rows["results"]
+    return {r["model_version"]: r for r in rows}
+
+
+def rm_accuracy(
+    reward_dir: str, pairs: list[tuple[list[dict], tuple[str, bool], tuple[str, bool]]]
+) -> float | None:
+    """Share of (prompt, better, worse) pairs — worse/better by the hidden preference, no noise —
+    that the reward model orders the same way."""
+    if not pairs:
+        return None
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from training.recipes.modeling import ensure_distinct_pad, load_tokenizer
+    from training.recipes.scoring import reward_scores
+
+    tok = load_tokenizer(reward_dir)
+    ensure_distinct_pad(tok)
+    model = AutoModelForSequenceClassification.from_pretrained(reward_dir, dtype=torch.float32)
+    model.config.pad_token_id = tok.pad_token_id
+    model.eval()
+    prompts = [p for p, _, _ in pairs] * 2
+    completions = [[{"role": "assistant", "content": a[0]}] for _, a, _ in pairs] + [
+        [{"role": "assistant", "content": b[0]}] for _, _, b in pairs
+    ]
+    scores = reward_scores(model, tok, prompts, completions, batch_size=16)
+    n = len(pairs)
+    return sum(scores[i] > scores[n + i] for i in range(n)) / n
+
+
+def preference_pairs(preference: str, groups: list[tuple[list[dict], list[tuple[str, bool]]]]):
+    """All pairs with a strict preference (no noise) among each prompt's responses."""
+    pref = get_preference(preference)
+    out = []
+    for messages, responses in groups:
+        for i in range(len(responses)):
+            for j in range(len(responses)):
+                if pref.score(*responses[i]) > pref.score(*responses[j]):
+                    out.append((messages, responses[i], responses[j]))
+    return out
+
+
+# -- one preference, one round ------------------------------------------------------------------
+def run_round(
+    ctx: Context,
+    preference: str,
+    round_no: int,
+    parents: dict[str, Any],
+    train_prompts: list[dict],
+    held_prompts: list[dict],
+) -> dict[str, Any]:
+    """Label candidates of each parent, train each method from its parent, evaluate. Returns new versions."""
+    o = ctx.options
+    pref = get_preference(preference)
+    tag = f"{preference}-r{round_no}"
+    new_versions: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    extras: dict[str, dict[str, Any]] = defaultdict(dict)
+    # Group methods by the version they start from: one candidate pool per parent version.
+    by_parent: dict[int, list[str]] = defaultdict(list)
+    for method, parent in parents.items():
+        by_parent[parent.pk].append(method)
+    for parent_pk, methods in by_parent.items():
+        parent = parents[methods[0]]
+        t_gen = time.perf_counter()
+        guidelines = f"Hidden preference of the simulated annotators: {pref.description}"
+        needs_rank = any(m in ("dpo", "ppo") for m in methods)
+        needs_thumbs = "kto" in methods
+        rank_project = make_project(
+            ctx, f"{tag} ranking from {parent.name}", "ranking", o.candidates, train_prompts, guidelines
+        )
+        job = generate(ctx, rank_project, [parent], n=o.candidates, greedy=False, pairing="samples")
+        ctx.note(
+            step="generate",
+            project=rank_project.name,
+            candidates=job.progress_done,
+            items=job.items_created,
+            seconds=round(time.perf_counter() - t_gen, 1),
+        )
+        gen_s = time.perf_counter() - t_gen
+        thumbs_project = None
+        if needs_thumbs:
+            thumbs_project = make_project(
+                ctx, f"{tag} thumbs from {parent.name}", "binary", 1, [], guidelines
+            )
+            copy_candidates(ctx, rank_project, thumbs_project)
+        t_lab = time.perf_counter()
+        if needs_rank:
+            ctx.note(step="annotate", **annotate_project(ctx, rank_project, preference))
+        if thumbs_project is not None:
+            ctx.note(step="annotate", **annotate_project(ctx, thumbs_project, preference))
+        lab_s = time.perf_counter() - t_lab
+        pref_snap = unpaired_snap = None
+        if needs_rank:
+            pref_snap = export(
+                ctx, rank_project, "preference", f"{tag} pairs from {parent.name}", test_fraction=0.15
+            )
+            ctx.note(
+                step="export",
+                snapshot=pref_snap.pk,
+                rows=pref_snap.row_counts,
+                hash=pref_snap.content_hash[:12],
+            )
+        if thumbs_project is not None:
+            unpaired_snap = export(ctx, thumbs_project, "unpaired", f"{tag} thumbs from {parent.name}")
+            ctx.note(step="export", snapshot=unpaired_snap.pk, rows=unpaired_snap.row_counts)
+        for method in methods:
+            t0 = time.perf_counter()
+            snap = unpaired_snap if method == "kto" else pref_snap
+            run, rm_run = train(ctx, method, snap, parent)
+            version = version_of(run)
+            new_versions[method] = version
+            seconds[method] = gen_s / len(methods) + lab_s / len(methods) + time.perf_counter() - t0
+            extras[method].update(
+                run=run.pk,
+                train_seconds=round(time.perf_counter() - t0, 1),
+                version=version.name,
+                snapshot=snap.pk,
+                train_rows=snap.row_counts,
+            )
+            if rm_run is not None:
+                extras[method]["reward_run"] = rm_run.pk
+                extras[method]["rm_eval_accuracy_noisy_labels"] = (rm_run.metrics.get("eval") or {}).get(
+                    "eval_accuracy"
+                )
+                extras[method]["_rm_dir"] = str(Path(rm_run.output_dir) / "final")
+                extras[method]["_rm_test_prompts"] = _test_prompt_groups(pref_snap, rank_project)
+            ctx.note(
+                step="train",
+                method=method,
+                run=run.pk,
+                version=version.name,
+                seconds=extras[method]["train_seconds"],
+            )
+
+    # Held-out: base versus every new version in one ranking item per prompt.
+    t_eval = time.perf_counter()
+    versions = [ctx.base, *new_versions.values()]
+    eval_project = make_project(
+        ctx,
+        f"{tag} held-out",
+        "ranking",
+        len(versions),
+        held_prompts,
+        f"Held-out comparison. Hidden preference: {pref.description}",
+    )
+    greedy = o.eval_samples == 1
+    generate(ctx, eval_project, versions, n=o.eval_samples, greedy=greedy, pairing="versus")
+    ctx.note(step="annotate", **annotate_project(ctx, eval_project, preference))
+    items = eval_items(eval_project)
+    standings = leaderboard_of(ctx, eval_project)
+    eval_s = time.perf_counter() - t_eval
+    base_rating = standings[ctx.base.name]["rating"] if ctx.base.name in standings else None
+    from feedback.models import Prompt
+
+    messages = {p.pk: p.messages for p in Prompt.objects.filter(project=eval_project)}
+    for method, version in new_versions.items():
+        both = [
+            (ans[version.pk], ans[ctx.base.pk])
+            for _, ans in items
+            if version.pk in ans and ctx.base.pk in ans
+        ]
+        if not both:
+            raise RuntimeError(f"no held-out item compares {version.name} with {ctx.base.name}")
+        new = [a for a, _ in both]
+        base = [b for _, b in both]
+        wr = win_rate(pref, new, base)
+        st = standings.get(version.name)
+        agrees = None
+        if st is not None and base_rating is not None:
+            agrees = (st["rating"] > base_rating) == (wr > 0.5)
+        extra = {k: v for k, v in extras[method].items() if not k.startswith("_")}
+        extra.update(
+            round=round_no,
+            bt_rating=None if st is None else round(st["rating"], 1),
+            bt_ci=None
+            if st is None or st["ci_low"] is None
+            else [round(st["ci_low"], 1), round(st["ci_high"], 1)],
+            bt_rating_base=None if base_rating is None else round(base_rating, 1),
+            leaderboard_agrees=agrees,
+            truncated_rate=round(sum(t for _, t in new) / len(new), 4),
+            mean_words=round(sum(len(t.split()) for t, _ in new) / len(new), 1),
+            base_empty_rate=round(empty_rate(base), 4),
+            base_truncated_rate=round(sum(t for _, t in base) / len(base), 4),
+            heldout_comparisons=len(both),
+        )
+        acc = None
+        if "_rm_dir" in extras[method]:
+            groups = list(extras[method]["_rm_test_prompts"])
+            groups += [(messages[pid], list(ans.values())) for pid, ans in items]
+            acc = rm_accuracy(extras[method]["_rm_dir"], preference_pairs(preference, groups))
+        line = ResultLine(
+            model="tiny-random" if o.tiny else "SmolLM2-135M-Instruct",
+            preference=preference,
+            method=method,
+            win_rate=wr,
+            rm_accuracy=acc,
+            empty_rate=empty_rate(new),
+            seconds=seconds[method] + eval_s / max(1, len(new_versions)),
+            round=round_no,
+            extra=extra,
+        )
+        ctx.lines.append(line)
+        print(line.to_json(), flush=True)
+    return new_versions
+
+
+def _test_prompt_groups(snapshot: Any, project: Any) -> list[tuple[list[dict], list[tuple[str, bool]]]]:
+    """The candidates of the prompts the snapshot held out (its test split), per prompt."""
+    from feedback import pii
+    from feedback.models import Candidate
+
+    test = Path(snapshot.path) / "test.jsonl"
+    if not test.exists():
+        return []
+    hashes = set()
+    for line in test.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            hashes.add(pii.messages_hash(json.loads(line)["prompt"]))
+    groups: dict[int, tuple[list[dict], list[tuple[str, bool]]]] = {}
+    for c in Candidate.objects.filter(prompt__project=project).select_related("prompt").order_by("id"):
+        if c.prompt.content_hash in hashes:
+            groups.setdefault(c.prompt_id, (c.prompt.messages, []))[1].append(
+                (c.text, c.finish_reason == "length")
+            )
+    return list(groups.values())
+
+
+# -- the whole loop ----------------------------------------------------------------------------
+def register_base(options: LoopOptions, data_dir: Path) -> Any:
+    from inference.services import model_version_register
+
+    if options.model_path:
+        path = options.model_path
+        name = Path(path).name
+    elif options.tiny:
+        from .tiny_base import build_tiny_base
+
+        path = str(build_tiny_base(data_dir / "models" / "tiny-base", seed=options.seed))
+        name = "tiny-base"
+    else:
+        from inference.engines.demo_model import ensure_demo_model
+
+        path = str(ensure_demo_model())
+        name = "smollm2-135m-instruct"
+    return model_version_register(
+        name=name,
+        base_model=path,
+        engine="transformers",
+        engine_settings={"device": "cpu", "batch_size": 64},
+        is_demo=not options.tiny,
+    )
+
+
+def run_loop(
+    options: LoopOptions, *, base_url: str, data_dir: Path, check: Callable[[], None]
+) -> list[ResultLine]:
+    random.seed(options.seed)
+    admin, admin_account, accounts = setup_accounts(options.annotators)
+    admin_api = ApiClient(base_url)
+    admin_api.login(admin_account)
+    base = register_base(options, data_dir)
+    ctx = Context(
+        options=options,
+        base_url=base_url,
+        admin=admin,
+        admin_api=admin_api,
+        accounts=accounts,
+        base=base,
+        check=check,
+    )
+    train_prompts, held_prompts = load_prompt_set(options)
+    ctx.note(
+        step="setup",
+        base=base.name,
+        train_prompts=len(train_prompts),
+        heldout_prompts=len(held_prompts),
+        annotators=len(accounts),
+    )
+    for preference in options.preferences:
+        methods = options.methods_for(preference)
+        if not methods:
+            continue
+        parents = {m: base for m in methods}
+        new = run_round(ctx, preference, 1, parents, train_prompts, held_prompts)
+        for round_no in range(2, options.rounds + 1):
+            parents = {m: new[m] for m in options.round2_methods if m in new}
+            if not parents:
+                break
+            new = run_round(ctx, preference, round_no, parents, train_prompts, held_prompts)
+    out = Path(options.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.jsonl").write_text("".join(line.to_json() + "\n" for line in ctx.lines))
+    (out / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in ctx.log))
+    plot_win_rates(
+        ctx.lines,
+        out / "win_rates.png",
+        title=f"Closed loop on {'a tiny random model' if options.tiny else 'SmolLM2-135M-Instruct'}: "
+        "win-rate against the base by the hidden preference",
+    )
+    return ctx.lines
