@@ -30,6 +30,7 @@ from feedback.exports.services import (
     snapshot_write,
 )
 from feedback.exports.spec import AGGREGATIONS, RANKING_PAIRS, STYLES, TIES, ExportSpec, ExportSpecError
+from feedback.exports.tasks import snapshot_write_task
 from feedback.exports.writers import SnapshotSinks
 from feedback.models import SnapshotKind, TaskKind
 from feedback.policies import Action
@@ -80,6 +81,7 @@ def _spec(data: dict[str, Any]) -> tuple[ExportSpec, int, float]:
     data.pop("name", None)
     data.pop("formats", None)
     data.pop("write", None)
+    data.pop("background", None)
     try:
         return ExportSpec.from_dict(data), seed, test_fraction
     except ExportSpecError as exc:
@@ -151,6 +153,9 @@ class SnapshotCreateApi(APIView):
             default=list(DEFAULT_FORMATS),
         )
         write = serializers.BooleanField(required=False, default=True)
+        background = serializers.BooleanField(
+            required=False, default=False, help_text="Write on the Celery default queue (answer 202 at once)."
+        )
 
     @extend_schema(request=InputSerializer, responses={201: SnapshotOutputSerializer, **ERRORS})
     def post(self, request: Request) -> Response:
@@ -165,6 +170,10 @@ class SnapshotCreateApi(APIView):
             )
         except ExportSpecError as exc:
             raise _invalid(exc) from None
+        if data["write"] and data["background"]:
+            snapshot_write_task.delay(snap.pk, list(data["formats"]) or list(DEFAULT_FORMATS))
+            snap.refresh_from_db()
+            return Response(SnapshotOutputSerializer(snap).data, status=status.HTTP_202_ACCEPTED)
         if data["write"]:
             try:
                 snapshot_write(snapshot=snap, formats=tuple(data["formats"]) or DEFAULT_FORMATS)

@@ -125,3 +125,34 @@ def test_bad_input_and_changed_rows(setup):
 
     push = api.post(f"/api/v1/snapshots/{snap['id']}/push/", {"repo_id": "me/data"}, format="json")
     assert push.status_code == 400 and "HF_TOKEN" in push.json()["message"]
+
+
+def test_background_write_through_celery(setup, settings):
+    """background=true queues the write on the default queue (run eagerly here) and answers 202."""
+    from config.celery import app
+    from feedback.exports.tasks import snapshot_write_task
+
+    assert "feedback.exports.tasks.snapshot_write_task" in app.tasks  # the worker finds it
+    assert snapshot_write_task.queue == "default"
+    project, users = setup
+    api = client_for(users["admin"])
+    res = api.post("/api/v1/snapshots/create/", body(project, name="bg", background=True), format="json")
+    assert res.status_code == 202
+    snap = DatasetSnapshot.objects.get(pk=res.json()["id"])
+    assert snap.status == "written" and sum(snap.row_counts.values()) == 36
+    assert "progress" not in snap.stats  # replaced by the final stats
+    assert snapshot_write_task(snap.pk, ["jsonl"]) == "not a draft"  # a redelivered task does nothing
+
+
+def test_progress_bar_while_writing(setup):
+    from django.test import Client
+
+    from feedback.exports.services import snapshot_create
+
+    project, users = setup
+    snap = snapshot_create(name="slow", spec={"kind": "preference", "project_ids": [project.id]})
+    DatasetSnapshot.objects.filter(pk=snap.pk).update(stats={"progress": {"done": 10, "total": 36}})
+    c = Client()
+    c.force_login(users["admin"])
+    html = c.get(f"/exports/{snap.pk}/").content.decode()
+    assert 'http-equiv="refresh"' in html and 'value="10"' in html and 'max="36"' in html
