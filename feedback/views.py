@@ -341,4 +341,7 @@ def annotate_undo(request: HttpRequest, slug: str) -> HttpResponse:
 def project_progress(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for(request, slug, Action.REVIEW)
     stats = project_stats(project=project)
-    return render(request, "feedback/progress.html", {"project": project, "stats": stats})
+    rows = [
+        (a, "—" if a.median_time_ms is None else f"{a.median_time_ms / 1000:.1f} s") for a in stats.annotators
+    ]
+    return render(request, "feedback/progress.html", {"project": project, "stats": stats, "rows": rows})

@@ -391,3 +391,27 @@ def test_phone_width_layout(page, session_login, annotator, setup, shot, watch):
     submit_and_wait(page, lambda: page.get_by_role("button", name="Submit").tap())
     assert the_annotation(annotator).payload["choice"] == "both_bad"
     assert not watch.errors
+
+
+# ------------------------------------------------------------------------------------------------ home, progress
+
+
+def test_home_and_progress_pages(page, session_login, annotator, user_factory, setup, shot, watch):
+    project, url = setup("pairwise", n_items=3)
+    membership_set(project=project, user=annotator, role="reviewer")
+    session_login(page, annotator, url)
+    page.keyboard.press("1")
+    submit_and_wait(page, lambda: page.keyboard.press("Enter"))
+    page.goto("/")
+    row = page.get_by_role("row", name=project.name)
+    assert "1 / 3" in row.inner_text() and "1 (1 today)" in row.inner_text()
+    shot(page, "home")
+    row.get_by_role("link", name="Progress").click()
+    page.wait_for_url(f"**/projects/{project.slug}/progress/")
+    assert page.locator("#items-done").inner_text() == "1 / 3"
+    assert page.get_by_role("row", name=annotator.username).inner_text().split()[:3] == [
+        annotator.username,
+        "reviewer",
+        "1",
+    ]
+    assert not watch.errors

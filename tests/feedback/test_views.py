@@ -228,7 +228,7 @@ def test_progress_page_for_reviewers(client, user_factory, annotator, project_fa
         if cells
     }
     # role, annotations, skips, holding, median time
-    assert rows["ann"] == ["annotator", "1", "0", "1", "4 s"]
+    assert rows["ann"] == ["annotator", "1", "0", "1", "4.0 s"]
     assert rows["rev"] == ["reviewer", "0", "0", "0", "—"]
 
 
