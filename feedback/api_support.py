@@ -1,5 +1,4 @@
-"""What every API view shares: the error format, pagination, throttles, and the statement counter used by the
-load benchmark.
+"""What every API view shares: the error format, pagination and throttles.
 
 Every 4xx answer has the body ``{"code": "<machine-readable>", "message": "<for a person>"}`` (plus
 ``details`` where there is more to say, e.g. the fields a validation error names).
@@ -7,18 +6,15 @@ Every 4xx answer has the body ``{"code": "<machine-readable>", "message": "<for 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404
 from rest_framework import exceptions, serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from feedback.errors import FeedbackError
 from feedback.importing import ImportFileError
@@ -60,6 +56,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    from rest_framework.views import exception_handler as drf_exception_handler  # not at import: a cycle
+
     response = drf_exception_handler(exc, context)
     if response is None or not isinstance(exc, exceptions.APIException):
         return response
@@ -111,25 +109,3 @@ class AnonThrottle(_LiveRate, AnonRateThrottle):
 
 class LoginThrottle(_LiveRate, AnonRateThrottle):
     scope = "login"
-
-
-class StatementCounter:
-    """Middleware (enabled by ARBITER_COUNT_SQL=1): answers carry ``X-SQL-Statements``, the number of statements
-    this request sent to the database (BEGIN included where the backend sends one; COMMIT is not a statement
-    but a call on the connection, and is not counted)."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        count = 0
-
-        def counting(execute, sql, params, many, context):
-            nonlocal count
-            count += 1
-            return execute(sql, params, many, context)
-
-        with connection.execute_wrapper(counting):
-            response = self.get_response(request)
-        response["X-SQL-Statements"] = str(count)
-        return response

@@ -10,6 +10,7 @@ urlpatterns = [
     # auth
     path("auth/token/", apis.TokenObtainApi.as_view(), name="api_token"),
     path("auth/token/revoke/", apis.TokenRevokeApi.as_view(), name="api_token_revoke"),
+    path("auth/me/", apis.MeApi.as_view(), name="api_me"),
     # projects
     path("projects/", apis.ProjectListApi.as_view(), name="api_projects"),
     path("projects/create/", apis.ProjectCreateApi.as_view(), name="api_project_create"),

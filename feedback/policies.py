@@ -48,13 +48,38 @@ def _superuser_membership(user: AbstractBaseUser, project: Project) -> Membershi
     return Membership(project=project, user=user, role=Role.ADMIN)
 
 
+def _membership_with_project(*, user_id: int, project_id: int) -> Membership | None:
+    """Membership and project in one statement, without the ORM's query compiler (this runs on every
+    next/submit-side request; see DESIGN.md on per-request cost)."""
+    project_table = Project._meta.db_table
+    membership_table = Membership._meta.db_table
+    rows = list(
+        Project.objects.raw(
+            f"SELECT p.*, m.id AS membership_id, m.role AS membership_role, m.flagged AS membership_flagged"
+            f" FROM {project_table} p JOIN {membership_table} m ON m.project_id = p.id"
+            " WHERE p.id = %s AND m.user_id = %s",
+            [project_id, user_id],
+        )
+    )
+    if not rows:
+        return None
+    project = rows[0]
+    membership = Membership(
+        id=project.membership_id,
+        project=project,
+        user_id=user_id,
+        role=project.membership_role,
+        flagged=bool(project.membership_flagged),
+    )
+    membership._state.adding = False
+    return membership
+
+
 def access_project(*, user: AbstractBaseUser, project_id: int, action: Action) -> Membership:
     """The user's membership (with .project loaded) if their role allows the action. One query."""
     if not user.is_authenticated:
         raise Forbidden("log in first", code="not_authenticated")
-    membership = (
-        Membership.objects.select_related("project").filter(project_id=project_id, user_id=user.pk).first()
-    )
+    membership = _membership_with_project(user_id=user.pk, project_id=project_id)
     if membership is None:
         if getattr(user, "is_superuser", False):
             project = Project.objects.filter(pk=project_id).first()

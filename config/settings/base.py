@@ -155,7 +155,7 @@ API_TOKEN_CACHE_SECONDS = float(os.environ.get("API_TOKEN_CACHE_SECONDS", "60"))
 # benchmarks/annotate_load.py: the no-database ceiling endpoints, and an X-SQL-Statements header per answer.
 ARBITER_BENCH_ENDPOINTS = env_bool("ARBITER_BENCH_ENDPOINTS", False)
 if env_bool("ARBITER_COUNT_SQL", False):
-    MIDDLEWARE = ["feedback.api_support.StatementCounter", *MIDDLEWARE]
+    MIDDLEWARE = ["feedback.middleware.StatementCounter", *MIDDLEWARE]
 SPECTACULAR_SETTINGS = {
     "TITLE": "Arbiter API",
     "DESCRIPTION": "Collect human judgements of model outputs and train the next model on them.",

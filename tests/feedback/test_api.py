@@ -317,3 +317,27 @@ def test_schema_and_local_docs(client):
             assert client.get(asset).status_code == 200, asset
     redoc = client.get("/api/v1/redoc/").content.decode()
     assert "cdn" not in redoc.lower()
+
+
+def test_hand_built_hot_path_bodies_match_their_serializers(crew, api_for):
+    """next and submit build their JSON by hand for speed; the documented serializers must agree."""
+    from feedback.apis import (
+        AnnotationSubmitApi,
+        LeaseOutputSerializer,
+        annotation_as_dict,
+        lease_as_dict,
+    )
+    from feedback.services.distribution import annotation_submit, item_next
+
+    lease = item_next(project=crew.project, user=crew.annotator)
+    assert lease_as_dict(lease) == LeaseOutputSerializer(lease).data
+    reloaded = item_next(project=crew.project, user=crew.annotator)  # the ORM path (a reload)
+    assert lease_as_dict(reloaded) == LeaseOutputSerializer(reloaded).data
+    ann, _ = annotation_submit(
+        user=crew.annotator, item_id=lease.item_id, payload={"choice": "A"}, idempotency_key="h"
+    )
+    assert annotation_as_dict(ann) == AnnotationSubmitApi.OutputSerializer(ann).data
+    retry, _ = annotation_submit(
+        user=crew.annotator, item_id=lease.item_id, payload={"choice": "A"}, idempotency_key="h"
+    )
+    assert annotation_as_dict(retry) == annotation_as_dict(ann)
