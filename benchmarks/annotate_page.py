@@ -4,7 +4,7 @@
     python benchmarks/annotate_page.py --items 1000 --views 600 --kind ranking
 
 Builds a fresh SQLite database (WAL, as `bin/arbiter up` runs it) in a temporary folder, with a project of
---items items of k responses each (markdown with a code block, ~1.5 kB per response), and one annotator.
+--items items of k responses each (markdown with a list, a code block, a quote and a table; ~1 kB per response), and one annotator.
 Then, through Django's full request stack (middleware, session, auth, CSRF, template), it times:
 
 - ``next``: GET the annotate page, which leases a *new* item (the annotator submits the previous one
@@ -32,7 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-RESPONSE = """Here is one way to do it, step {n}.
+RESPONSE = """Here is one way to do it, step {n}. Adding up a list is one of the first things people
+write in a new language, and Python makes it short; the care goes into what the list may hold.
 
 1. Read the input and **check** it.
 2. Keep a running total; `sum()` does it in one line.
@@ -44,6 +45,10 @@ def total(values: list[int]) -> int:
 ```
 
 > Note: for very long inputs a generator keeps memory flat.
+
+If the values are floats, rounding errors add up over long lists: `math.fsum()` tracks the lost
+low-order bits and returns the correctly rounded total, at a small cost in speed. For money, use
+`decimal.Decimal` throughout and never mix it with floats.
 
 | case | result |
 |:-----|-------:|
@@ -90,14 +95,21 @@ def _seed(*, items: int, kind: str, k: int):
     for n in range(items):
         messages = [{"role": "user", "content": f"How do I add up a list of numbers? (variant {n})"}]
         prompts.append(
-            Prompt(project=project, messages=messages, text=messages[0]["content"], content_hash=pii.messages_hash(messages))
+            Prompt(
+                project=project,
+                messages=messages,
+                text=messages[0]["content"],
+                content_hash=pii.messages_hash(messages),
+            )
         )
     prompts = Prompt.objects.bulk_create(prompts, batch_size=500)
     candidates = []
     for p in prompts:
         for j in range(k):
             text = RESPONSE.format(n=p.pk * 10 + j, tail="x" * (j * 50))
-            candidates.append(Candidate(prompt=p, model_version=version, text=text, text_hash=pii.text_hash(text)))
+            candidates.append(
+                Candidate(prompt=p, model_version=version, text=text, text_hash=pii.text_hash(text))
+            )
     candidates = Candidate.objects.bulk_create(candidates, batch_size=500)
     item_rows = Item.objects.bulk_create(
         [Item(project=project, prompt=p, annotations_required=1) for p in prompts], batch_size=500
@@ -120,13 +132,15 @@ def _payload(kind: str, order: list[int]) -> dict:
 
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=1000)
-    parser.add_argument("--views", type=int, default=600, help="annotate views timed (each leases a new item)")
+    parser.add_argument(
+        "--views", type=int, default=600, help="annotate views timed (each leases a new item)"
+    )
     parser.add_argument("--kind", choices=["ranking", "pairwise", "binary"], default="ranking")
     parser.add_argument("--k", type=int, default=4, help="responses per item (pairwise: always 2)")
     parser.add_argument("--warmup", type=int, default=20)
@@ -207,6 +221,9 @@ def main() -> None:
                     "p99_ms": round(p99, 2),
                     "kind": args.kind,
                     "responses_per_item": k,
+                    "response_chars": round(
+                        statistics.mean(len(RESPONSE.format(n=10**5, tail="x" * (j * 50))) for j in range(k))
+                    ),
                     "views": len(next_ms),
                     "items_done_at_end": args.warmup + args.views,
                     "max_ms": round(max(next_ms), 2),
