@@ -76,6 +76,8 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
         "lora_alpha": 32,
         "max_length": 384,
         "seed": 0,
+        # Cut-off answers are never trained as good ones; cut-off rejected answers stay as negatives.
+        "drop_truncated": "chosen",
     }
     if tiny:
         common.update(max_length=128, lora_r=8, lora_alpha=16)
@@ -103,7 +105,8 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
         },
     }
     if tiny:
-        per_method["dpo"].update(learning_rate=1e-3, num_train_epochs=3.0)
+        # A 64-wide model: full fine-tuning (LoRA r=8 on it barely moves in a few dozen steps).
+        per_method["dpo"].update(use_lora=False, learning_rate=5e-4, num_train_epochs=3.0)
         per_method["kto"].update(learning_rate=1e-3, num_train_epochs=3.0)
         per_method["reward"].update(learning_rate=1e-3, num_train_epochs=2.0)
         per_method["ppo"].update(response_length=16, learning_rate=1e-4)
@@ -428,7 +431,7 @@ def run_round(
     by_parent: dict[int, list[str]] = defaultdict(list)
     for method, parent in parents.items():
         by_parent[parent.pk].append(method)
-    for parent_pk, methods in by_parent.items():
+    for methods in by_parent.values():
         parent = parents[methods[0]]
         t_gen = time.perf_counter()
         guidelines = f"Hidden preference of the simulated annotators: {pref.description}"

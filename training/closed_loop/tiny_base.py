@@ -47,7 +47,7 @@ def build_tiny_base(path: Path, *, seed: int = 0, steps: int = 100, hidden_size:
                 prompt, add_generation_prompt=True, tokenize=True, return_dict=False
             )
             full = tok.apply_chat_template(
-                prompt + [{"role": "assistant", "content": answer}], tokenize=True, return_dict=False
+                [*prompt, {"role": "assistant", "content": answer}], tokenize=True, return_dict=False
             )
             if hasattr(p_ids, "keys"):
                 p_ids, full = p_ids["input_ids"], full["input_ids"]
