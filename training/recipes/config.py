@@ -134,11 +134,14 @@ class RecipeConfig:
     torch_threads: int | None = _field(None, "torch.set_num_threads for CPU runs; None = leave.")
 
     # --- data ----------------------------------------------------------------------------------
-    drop_truncated: bool = _field(
+    drop_truncated: bool | str = _field(
         True,
-        "Drop rows whose candidate hit the token limit (columns 'truncated', 'chosen_truncated', "
+        "Rows whose candidate hit the token limit (columns 'truncated', 'chosen_truncated', "
         "'rejected_truncated', 'completion_truncated'): chat formatting would append an end-of-turn "
-        "token and train a cut-off answer as finished.",
+        "token and train a cut-off answer as finished. true = drop every such row; 'chosen' = drop "
+        "only rows whose preferred answer was cut off (chosen, a thumbs-up or SFT completion) and "
+        "keep cut-off rejected / thumbs-down answers as negatives (with long base answers most "
+        "pairs are 'finished vs cut off'); false = keep all.",
     )
     max_train_rows: int | None = _field(None, "Use at most this many training rows (None = all).")
 
@@ -206,6 +209,8 @@ class RecipeConfig:
             problems.append(("bf16", "bf16 mixed precision is not used on CPU; set it to false or null"))
         if self.torch_threads is not None:
             need(self.torch_threads >= 1, "torch_threads", "must be >= 1")
+        if isinstance(self.drop_truncated, str) and self.drop_truncated != "chosen":
+            problems.append(("drop_truncated", "must be true, false or 'chosen'"))
         if self.max_train_rows is not None:
             need(self.max_train_rows >= 1, "max_train_rows", "must be >= 1")
 

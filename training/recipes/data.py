@@ -114,8 +114,23 @@ def _check_value(value: Any, kind: str, where: str, column: str) -> None:
             raise SnapshotError(f"{where}: column {column!r} must be a number, got {value!r}")
 
 
+def is_cut_off(row: dict[str, Any], mode: bool | str) -> bool:
+    """Whether ``drop_truncated`` (True, False or "chosen") drops this row.
+
+    "chosen" drops a row only when the answer it would train as *good* was cut off: the chosen
+    side of a pair, a thumbs-up completion, an SFT completion (or a row flagged 'truncated').
+    """
+    if mode is True:
+        return any(bool(row.get(flag)) for flag in TRUNCATION_FLAGS)
+    if mode == "chosen":
+        if row.get("truncated") or row.get("chosen_truncated"):
+            return True
+        return bool(row.get("completion_truncated")) and row.get("label", True) is not False
+    return False
+
+
 def read_rows(
-    file: Path, kind: str, *, drop_truncated: bool, keep: tuple[str, ...] | None = None
+    file: Path, kind: str, *, drop_truncated: bool | str, keep: tuple[str, ...] | None = None
 ) -> tuple[list[dict[str, Any]], int, int]:
     """Read one JSONL split. Returns ``(rows, lines_read, dropped_truncated)``."""
     required = KIND_COLUMNS[kind]
@@ -143,7 +158,7 @@ def read_rows(
             for column in optional:
                 if column in row and row[column] is not None:
                     _check_value(row[column], optional[column], where, column)
-            if drop_truncated and any(bool(row.get(flag)) for flag in TRUNCATION_FLAGS):
+            if is_cut_off(row, drop_truncated):
                 dropped += 1
                 continue
             rows.append({c: row[c] for c in columns if c in row and row[c] is not None})
@@ -154,7 +169,7 @@ def load_snapshot(
     path: str | Path,
     *,
     kinds: tuple[str, ...],
-    drop_truncated: bool = True,
+    drop_truncated: bool | str = True,
     keep_optional: tuple[str, ...] | None = None,
     max_train_rows: int | None = None,
     seed: int = 0,
