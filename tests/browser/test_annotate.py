@@ -393,6 +393,19 @@ def test_phone_width_layout(page, session_login, annotator, setup, shot, watch):
     assert not watch.errors
 
 
+@pytest.mark.parametrize("page", [{"width": 375, "height": 740}], indirect=True)
+@pytest.mark.parametrize("kind", ["ranking", "binary"])
+def test_phone_width_other_kinds(page, session_login, annotator, setup, shot, watch, kind):
+    _project, url = setup(kind, responses_per_item=3, texts=["Short.", "`" + "y" * 200 + "`", "Medium " * 30])
+    session_login(page, annotator, url)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 375
+    for control in page.locator("#annotate button:visible").all():  # big enough to tap
+        box = control.bounding_box()
+        assert box["height"] >= 30, control.inner_text()
+    shot(page, "phone")
+    assert not watch.errors
+
+
 # ------------------------------------------------------------------------------------------------ home, progress
 
 
