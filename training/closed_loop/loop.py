@@ -74,7 +74,7 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
         "logging_steps": 5,
         "lora_r": 16,
         "lora_alpha": 32,
-        "max_length": 384,
+        "max_length": 256,
         "seed": 0,
         # Cut-off answers are never trained as good ones; cut-off rejected answers stay as negatives.
         "drop_truncated": "chosen",
@@ -85,7 +85,7 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
         "dpo": {
             "beta": 0.1,
             "learning_rate": 2e-4,
-            "num_train_epochs": 1.0,
+            "num_train_epochs": 2.0,
             "per_device_train_batch_size": 8,
         },
         "kto": {
@@ -94,13 +94,14 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
             "num_train_epochs": 1.0,
             "per_device_train_batch_size": 8,
         },
-        "reward": {"learning_rate": 1e-4, "num_train_epochs": 1.0, "per_device_train_batch_size": 8},
+        "reward": {"learning_rate": 2e-4, "num_train_epochs": 2.0, "per_device_train_batch_size": 8},
         "ppo": {
-            "learning_rate": 1e-5,
+            "learning_rate": 5e-5,
             "per_device_train_batch_size": 8,
             "response_length": 64,
-            "num_train_epochs": 1.0,
+            "num_train_epochs": 2.0,
             "kl_coef": 0.05,
+            "missing_eos_penalty": 1.0,
             "eval_prompts": 0,
         },
     }
@@ -162,6 +163,8 @@ class Context:
     lines: list[ResultLine] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     log: list[dict[str, Any]] = field(default_factory=list)
+    #: {(parent version id, round): the ranking project whose candidates a job generated}
+    pools: dict[tuple[int, int], Any] = field(default_factory=dict)
 
     def note(self, **fields: Any) -> None:
         fields["t"] = round(time.perf_counter() - self.started, 1)
@@ -437,17 +440,28 @@ def run_round(
         guidelines = f"Hidden preference of the simulated annotators: {pref.description}"
         needs_rank = any(m in ("dpo", "ppo") for m in methods)
         needs_thumbs = "kto" in methods
-        rank_project = make_project(
-            ctx, f"{tag} ranking from {parent.name}", "ranking", o.candidates, train_prompts, guidelines
-        )
-        job = generate(ctx, rank_project, [parent], n=o.candidates, greedy=False, pairing="samples")
-        ctx.note(
-            step="generate",
-            project=rank_project.name,
-            candidates=job.progress_done,
-            items=job.items_created,
-            seconds=round(time.perf_counter() - t_gen, 1),
-        )
+        pool = ctx.pools.get((parent.pk, round_no))
+        if pool is None:
+            rank_project = make_project(
+                ctx, f"{tag} ranking from {parent.name}", "ranking", o.candidates, train_prompts, guidelines
+            )
+            job = generate(ctx, rank_project, [parent], n=o.candidates, greedy=False, pairing="samples")
+            ctx.pools[(parent.pk, round_no)] = rank_project
+            ctx.note(
+                step="generate",
+                project=rank_project.name,
+                prompts=job.progress_done,
+                items=job.items_created,
+                seconds=round(time.perf_counter() - t_gen, 1),
+            )
+        else:
+            # Same version, same prompts: the candidates another preference's annotators judged
+            # are imported (candidate import service) instead of being generated again.
+            rank_project = make_project(
+                ctx, f"{tag} ranking from {parent.name}", "ranking", o.candidates, [], guidelines
+            )
+            items = copy_candidates(ctx, pool, rank_project)
+            ctx.note(step="reuse candidates", project=rank_project.name, source=pool.name, items=items)
         gen_s = time.perf_counter() - t_gen
         thumbs_project = None
         if needs_thumbs:
@@ -648,25 +662,32 @@ def run_loop(
         heldout_prompts=len(held_prompts),
         annotators=len(accounts),
     )
-    for preference in options.preferences:
-        methods = options.methods_for(preference)
-        if not methods:
-            continue
-        parents = {m: base for m in methods}
-        new = run_round(ctx, preference, 1, parents, train_prompts, held_prompts)
-        for round_no in range(2, options.rounds + 1):
-            parents = {m: new[m] for m in options.round2_methods if m in new}
-            if not parents:
-                break
-            new = run_round(ctx, preference, round_no, parents, train_prompts, held_prompts)
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # Round 1 for every preference first, then the second rounds (each from its round-1 version).
+    latest: dict[str, dict[str, Any]] = {}
+    for round_no in range(1, options.rounds + 1):
+        for preference in options.preferences:
+            methods = options.methods_for(preference)
+            if round_no == 1:
+                parents = {m: base for m in methods}
+            else:
+                parents = {m: v for m, v in latest.get(preference, {}).items() if m in options.round2_methods}
+            if not parents:
+                continue
+            latest[preference] = run_round(ctx, preference, round_no, parents, train_prompts, held_prompts)
+            _write_outputs(ctx, out)
+    _write_outputs(ctx, out)
+    return ctx.lines
+
+
+def _write_outputs(ctx: Context, out: Path) -> None:
     (out / "results.jsonl").write_text("".join(line.to_json() + "\n" for line in ctx.lines))
     (out / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in ctx.log))
-    plot_win_rates(
-        ctx.lines,
-        out / "win_rates.png",
-        title=f"Closed loop on {'a tiny random model' if options.tiny else 'SmolLM2-135M-Instruct'}: "
-        "win-rate against the base by the hidden preference",
-    )
-    return ctx.lines
+    if ctx.lines:
+        plot_win_rates(
+            ctx.lines,
+            out / "win_rates.png",
+            title=f"Closed loop on {'a tiny random model' if ctx.options.tiny else 'SmolLM2-135M-Instruct'}: "
+            "win-rate against the base by the hidden preference",
+        )
