@@ -51,7 +51,9 @@ def _peak_rss_mb() -> float:
 
 
 # --- seeding ---------------------------------------------------------------------------------
-def _seed_sql(vendor: str, *, items: int, rows: int, project_id: int, user_id: int, version_id: int) -> list[str]:
+def _seed_sql(
+    vendor: str, *, items: int, rows: int, project_id: int, user_id: int, version_id: int
+) -> list[str]:
     """INSERT ... SELECT statements generating prompts, candidates, items, annotations and pairs."""
     now = "CURRENT_TIMESTAMP"
     if vendor == "postgresql":
@@ -72,10 +74,12 @@ def _seed_sql(vendor: str, *, items: int, rows: int, project_id: int, user_id: i
         "UNION ALL SELECT 3, 1, 2, 1.0 UNION ALL SELECT 4, 1, 3, 2.0 UNION ALL SELECT 5, 2, 3, 1.0) AS kk"
     )
     msg = (
-        f"'[{{\"role\": \"user\", \"content\": \"Question number ' {cat} CAST(n AS TEXT) {cat} "
+        f'\'[{{"role": "user", "content": "Question number \' {cat} CAST(n AS TEXT) {cat} '
         f"': how would you explain this to a new colleague?\"}}]'"
     )
-    text = f"'Question number ' {cat} CAST(n AS TEXT) {cat} ': how would you explain this to a new colleague?'"
+    text = (
+        f"'Question number ' {cat} CAST(n AS TEXT) {cat} ': how would you explain this to a new colleague?'"
+    )
     cand_text = f"'Answer ' {cat} CAST(j AS TEXT) {cat} ' to question ' {cat} CAST(n AS TEXT) {cat} '. ' {cat} '{FILLER}'"
     c = "(4 * (n - 1) + {j} + 1)"
     payload = (
@@ -115,6 +119,15 @@ def phase_seed(args) -> None:
     _django(args.db_url, workdir)
     from django.core.management import call_command
     from django.db import connection
+
+    if args.reuse:
+        from feedback.models import DatasetSnapshot, PreferencePair
+
+        snap = DatasetSnapshot.objects.filter(name="bench").order_by("id").first()
+        if snap is None or PreferencePair.objects.count() != args.rows:
+            raise SystemExit("--reuse: no seeded benchmark database with that many rows; run without --reuse")
+        print(json.dumps({"snapshot_id": snap.pk, "seed_s": 0, "items": -(-args.rows // 6)}))
+        return
 
     call_command("migrate", verbosity=0)
     from django.contrib.auth import get_user_model
@@ -193,7 +206,9 @@ def phase_baseline(args) -> None:
     out = workdir / f"baseline-{args.db}.json"
     t0 = time.perf_counter()
     rows = []
-    qs = PreferencePair.objects.select_related("prompt", "chosen", "rejected", "annotation__item").order_by("id")
+    qs = PreferencePair.objects.select_related("prompt", "chosen", "rejected", "annotation__item").order_by(
+        "id"
+    )
     for pair in qs[: args.baseline_rows]:
         rows.append(
             {
@@ -220,8 +235,20 @@ def phase_baseline(args) -> None:
 
 
 def _child(args, phase: str, **extra) -> dict:
-    cmd = [sys.executable, __file__, "--phase", phase, "--db", args.db, "--db-url", args.db_url, "--workdir", args.workdir]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--phase",
+        phase,
+        "--db",
+        args.db,
+        "--db-url",
+        args.db_url,
+        "--workdir",
+        args.workdir,
+    ]
     cmd += ["--rows", str(args.rows), "--baseline-rows", str(args.baseline_rows)]
+    cmd += ["--reuse"] if args.reuse else []
     for key, value in extra.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -232,9 +259,9 @@ def _child(args, phase: str, **extra) -> dict:
 
 
 def _reset_pg(url: str) -> None:
-    import psycopg
-
     from urllib.parse import urlparse
+
+    import psycopg
 
     parsed = urlparse(url)
     name = parsed.path.lstrip("/")
@@ -245,14 +272,25 @@ def _reset_pg(url: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--db", default="sqlite,postgresql", help="sqlite, postgresql or both (comma-separated)")
+    parser.add_argument(
+        "--db", default="sqlite,postgresql", help="sqlite, postgresql or both (comma-separated)"
+    )
     parser.add_argument("--formats", default="jsonl,parquet")
-    parser.add_argument("--baseline-rows", type=int, default=20_000, help="rows for the naive baseline (0: skip)")
+    parser.add_argument(
+        "--baseline-rows", type=int, default=20_000, help="rows for the naive baseline (0: skip)"
+    )
     parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/arbiter_exports")
     parser.add_argument("--workdir", default="/tmp/arbiter-export-bench")
-    parser.add_argument("--keep", action="store_true", help="keep the SQLite file (for profiling)")
+    parser.add_argument("--keep", action="store_true", help="keep the SQLite file (for profiling or --reuse)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="export what an earlier --keep run seeded (PostgreSQL: the database as left)",
+    )
     parser.add_argument("--phase", default="main", help=argparse.SUPPRESS)
     parser.add_argument("--db-url", default="", help=argparse.SUPPRESS)
     parser.add_argument("--snapshot-id", type=int, default=0, help=argparse.SUPPRESS)
@@ -270,18 +308,21 @@ def main() -> None:
     for db in [d.strip() for d in args.db.split(",") if d.strip()]:
         if db in ("postgres", "postgresql", "pg"):
             db = "postgresql"
-            _reset_pg(args.pg_url)
+            if not args.reuse:
+                _reset_pg(args.pg_url)
             args.db_url = args.pg_url
         elif db == "sqlite":
             path = workdir / "export-bench.sqlite3"
-            for suffix in ("", "-wal", "-shm"):
+            for suffix in ("", "-wal", "-shm") if not args.reuse else ():
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
             args.db_url = f"sqlite:///{path}"
         else:
             raise SystemExit(f"unknown --db {db!r}")
         args.db = db
         seeded = _child(args, "seed")
-        sys.stderr.write(f"# {db}: seeded {args.rows} pairs ({seeded['items']} rankings) in {seeded['seed_s']} s\n")
+        sys.stderr.write(
+            f"# {db}: seeded {args.rows} pairs ({seeded['items']} rankings) in {seeded['seed_s']} s\n"
+        )
         baseline = _child(args, "baseline") if args.baseline_rows else None
         if baseline:
             sys.stderr.write(f"# {db}: naive baseline {json.dumps(baseline)}\n")
