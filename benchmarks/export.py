@@ -60,13 +60,13 @@ def _seed_sql(
         seq = f"generate_series(1, {items}) AS s(n)"
         hexid = "lpad(to_hex({x}), 64, '0')"
         cat = "||"
-        true, false = "true", "false"
+        false = "false"
         js = "CAST({} AS jsonb)"
     else:
         seq = f"(WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < {items}) SELECT n FROM c) AS s"
         hexid = "printf('%064x', {x})"
         cat = "||"
-        true, false = "1", "0"
+        false = "0"
         js = "{}"
     j4 = "(SELECT 0 AS j UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) AS jj"
     pairs6 = (
