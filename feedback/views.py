@@ -215,6 +215,7 @@ def annotate(request: HttpRequest, slug: str) -> HttpResponse:
         lease=lease.pk,
         order_shown=[c.id for c in candidates],
         allow_ties=project.allow_ties,
+        lease_expires_at=lease.expires_at.isoformat(),
     )
     context = {
         "project": project,

@@ -60,6 +60,18 @@
     return Math.max(1, Math.round(t));
   }
 
+  // ---------------------------------------------------------------- the item is held for a while only
+  var expiresAt = Date.parse(config.lease_expires_at || "");
+  if (!isNaN(expiresAt)) {
+    var warnAt = expiresAt - Date.now() - 60 * 1000;
+    window.setTimeout(function () {
+      if (!submitting) fail("This item is held for you for one more minute: submit soon, or it goes back to the pool.");
+    }, Math.max(0, warnAt));
+    window.setTimeout(function () {
+      if (!submitting) fail("This item was held for you until " + new Date(expiresAt).toLocaleTimeString() + " and has gone back to the pool. Reload for the next item.");
+    }, Math.max(0, expiresAt - Date.now()));
+  }
+
   // ---------------------------------------------------------------- idempotency key, one per lease
   function randomKey() {
     var bytes = new Uint8Array(16);

@@ -130,9 +130,11 @@ def annotator(transactional_db, user_factory):
 def login(live_server):
     """Log in through the login form with the keyboard only, landing on `next`."""
 
+    from playwright.sync_api import expect
+
     def do(pg: Any, user: Any, next_url: str) -> None:
         pg.goto(f"/accounts/login/?next={next_url}")
-        pg.wait_for_function("document.activeElement && document.activeElement.id === 'id_username'")
+        expect(pg.locator("#id_username")).to_be_focused()
         pg.keyboard.type(user.username)  # the username field has autofocus
         pg.keyboard.press("Tab")
         pg.keyboard.type("pw-" + user.username)

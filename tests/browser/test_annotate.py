@@ -4,6 +4,7 @@ model output that must run nothing, undo and skip, and a phone-width layout."""
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
 from feedback import pii
 from feedback.models import Annotation, Candidate, Item, ItemCandidate, Lease, Prompt, Skip
@@ -269,6 +270,20 @@ def test_typed_text_survives_a_reload(page, session_login, annotator, setup, sho
     assert the_annotation(annotator).demonstration.text == "A draft that must not be lost."
     assert page.get_by_label("Comment").input_value() == ""  # the next item starts clean
     assert watch.unload_prompts == 1 and not watch.errors
+
+
+def test_the_page_warns_before_the_hold_on_the_item_ends(page, session_login, annotator, setup, watch):
+    _project, url = setup("pairwise", lease_ttl_seconds=2)
+    session_login(page, annotator, url)
+    error = page.locator("#error")
+    assert "one more minute" in error.inner_text() or "gone back to the pool" in error.inner_text()
+    expect(error).to_contain_text("gone back to the pool", timeout=5000)
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")  # too late: the server says so, and the page keeps the choice on screen
+    expect(error).to_contain_text("no live lease")
+    assert not Annotation.objects.exists()
+    assert page.locator("#choice-A").get_attribute("aria-pressed") == "true"
+    assert not watch.errors
 
 
 # ------------------------------------------------------------------------------------------------ hostile output
