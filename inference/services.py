@@ -176,10 +176,15 @@ def _enqueue(job_id: int) -> None:
     transaction.on_commit(lambda: generation_job_run.delay(job_id))
 
 
-def generation_job_claim(*, job_id: int) -> bool:
-    """Atomically move a queued job to running; False if someone else has it or it was cancelled."""
+def generation_job_claim(*, job_id: int, redelivered: bool = False) -> bool:
+    """Atomically move a queued job to running; False if someone else has it or it was cancelled.
+
+    ``redelivered``: the broker handed the task out again because the worker that held it died
+    (acks_late + reject_on_worker_lost); its job, left ``running``, is taken over and resumes.
+    """
+    statuses = [JobStatus.QUEUED] + ([JobStatus.RUNNING] if redelivered else [])
     return bool(
-        GenerationJob.objects.filter(id=job_id, status=JobStatus.QUEUED).update(
+        GenerationJob.objects.filter(id=job_id, status__in=statuses, cancel_requested=False).update(
             status=JobStatus.RUNNING, started_at=timezone.now(), finished_at=None, error=""
         )
     )

@@ -205,3 +205,27 @@ def test_openai_version_through_a_served_model(
         job = _run(job)
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert Candidate.objects.filter(generation_job=job, model_version=remote).count() == 6
+
+
+def test_a_redelivered_task_takes_over_a_job_its_dead_worker_left_running(project_factory, version):
+    project = _project(project_factory, 4)
+    job = services.generation_job_create(
+        project=project, model_versions=[version], n=1, sampling_params=PARAMS, chunk_size=2, enqueue=False
+    )
+
+    def worker_dies(prompt_ids, process):  # the Celery worker and its child die mid-job
+        os.killpg(process.pid, signal.SIGKILL)
+        raise SystemExit("worker lost")
+
+    assert services.generation_job_claim(job_id=job.pk)
+    with pytest.raises(SystemExit):
+        services.generation_job_execute(job_id=job.pk, on_chunk=worker_dies)
+    job.refresh_from_db()
+    assert job.status == JobStatus.RUNNING  # nobody is left to record anything
+    done = set(Candidate.objects.filter(generation_job=job).values_list("prompt_id", flat=True))
+    assert not services.generation_job_claim(job_id=job.pk)  # a first delivery does not take it
+    assert services.generation_job_claim(job_id=job.pk, redelivered=True)
+    asked: list[int] = []
+    job = services.generation_job_execute(job_id=job.pk, on_chunk=lambda ids, p: asked.extend(ids))
+    assert job.status == JobStatus.SUCCEEDED and not set(asked) & done
+    assert Candidate.objects.filter(generation_job=job).count() == 4
