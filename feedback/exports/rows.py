@@ -101,22 +101,70 @@ def stream_by_items(
     slice of items fetches its rows through the indexes and sorts them in memory. Same order,
     same bytes, no big sort.
     """
-    from feedback.models import Item
 
-    items = Item.objects.filter(project_id__in=spec.project_ids)
-    if not spec.include_gold:
-        items = items.filter(is_gold=False)
-    items = items.order_by("prompt_id", "id")
     fields = tuple(fields)
     run = _SliceQuery(qs, fields, item_field)
+    for batch in item_slices(spec, chunk_size=chunk_size, items_per_query=items_per_query):
+        yield from run(batch)
+
+
+def item_slices(spec: ExportSpec, *, chunk_size: int, items_per_query: int = 500) -> Iterator[list[int]]:
+    """The snapshot's item ids in (prompt, item) order, a few hundred at a time (a server-side cursor)."""
+    from feedback.models import Item
+
+    items = Item.objects.filter(spec.item_q()).order_by("prompt_id", "id")
     batch: list[int] = []
     for (item_id,) in stream_values(items, ("id",), chunk_size=max(chunk_size, items_per_query)):
         batch.append(item_id)
         if len(batch) >= items_per_query:
-            yield from run(batch)
+            yield batch
             batch = []
     if batch:
-        yield from run(batch)
+        yield batch
+
+
+class SliceJoin:
+    """Rows of one derived table for a slice of items, with their prompts and candidates fetched once each.
+
+    A pair names two candidates and a prompt that many other pairs share (a ranking of 4 gives 6
+    pairs: each answer appears in 3 of them, the prompt in all 6). Joining them in SQL makes the
+    database look each up, and send each text, once per pair; here the slice's pairs come narrow
+    (ids and numbers), and the slice's prompts and candidates come once each, joined in Python.
+    """
+
+    def __init__(
+        self, qs: QuerySet, fields: tuple[str, ...], item_field: str, candidate_index: tuple[int, ...]
+    ):
+        from feedback.models import Item
+
+        self.rows = _SliceQuery(qs, fields, item_field)
+        self.prompts = _SliceQuery(
+            Item.objects.all(),
+            ("id", "prompt_id", "prompt__content_hash", "prompt__messages", "prompt__text"),
+            "id",
+        )
+        self.candidates = _SliceQuery(
+            ItemCandidate.objects.all(),
+            ("candidate_id", "candidate__text", "candidate__finish_reason", "candidate__model_version_id"),
+            "item_id",
+        )
+        self.candidate_index = candidate_index
+
+    def __call__(self, batch: list[int]) -> tuple[list[tuple], dict[int, tuple], dict[int, tuple]]:
+        rows = self.rows(batch)
+        if not rows:
+            return [], {}, {}
+        prompts = {r[0]: r[1:] for r in self.prompts(batch)}
+        cands = {r[0]: r[1:] for r in self.candidates(batch)}
+        missing = {row[i] for row in rows for i in self.candidate_index} - cands.keys()
+        if missing:  # a derived row naming a candidate its item does not show (imported data)
+            from feedback.models import Candidate
+
+            for cid, text, fin, ver in Candidate.objects.filter(id__in=sorted(missing)).values_list(
+                "id", "text", "finish_reason", "model_version_id"
+            ):
+                cands[cid] = (text, fin, ver)
+        return rows, prompts, cands
 
 
 class _SliceQuery:
@@ -142,7 +190,36 @@ class _SliceQuery:
             raise RuntimeError(f"could not locate the {n} item ids in the compiled export query")
         return sql, params, slots
 
+    def _compile_array(self) -> tuple[str, list[Any], list[tuple[int, int]]]:
+        """PostgreSQL: ``item_id = ANY(%s)`` with one array parameter — the same SQL for every slice, and
+        no client-side quoting of hundreds of parameters per query."""
+        sql, params, slots = self._compile(1)
+        ((index, _),) = slots
+        # the index-th placeholder ("%s"; a literal percent sign is "%%") is the item id
+        pos, seen = -1, -1
+        while seen < index:
+            pos = sql.index("%", pos + 1)
+            if sql[pos + 1] == "%":
+                pos += 1
+                continue
+            seen += 1
+        if sql[pos - 4 : pos] != "IN (" or sql[pos + 2] != ")":  # pragma: no cover - defensive
+            return self._compile(1)
+        sql = sql[: pos - 4] + "= ANY(%s)" + sql[pos + 3 :]
+        return sql, params, [(index, -1)]
+
     def __call__(self, ids: list[int]) -> list[tuple]:
+        conn = connections[self.qs.db]
+        if conn.vendor == "postgresql":
+            if "array" not in self._compiled:
+                self._compiled["array"] = self._compile_array()  # type: ignore[index]
+            sql, params, slots = self._compiled["array"]  # type: ignore[index]
+            params = list(params)
+            ((index, kind),) = slots
+            params[index] = list(ids) if kind == -1 else ids[0]
+            with conn.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall()
         n = len(ids)
         if n not in self._compiled:
             self._compiled[n] = self._compile(n)
@@ -353,6 +430,80 @@ PREF_FIELDS = (
 )
 
 
+PAIR_NARROW = (
+    "annotation__item_id",
+    "annotation_id",
+    "annotation__kind",
+    "id",
+    "chosen_id",
+    "rejected_id",
+    "is_tie",
+    "margin",
+)
+
+
+def _preference_rows(spec: ExportSpec, qs: QuerySet, *, chunk_size: int) -> Iterator[tuple]:
+    """Rows shaped like PREF_FIELDS, in (prompt, item, annotation, pair) order, slice by slice."""
+    join = SliceJoin(qs, PAIR_NARROW, "annotation__item_id", candidate_index=(4, 5))
+    for batch in item_slices(spec, chunk_size=chunk_size):
+        rows, prompts, cands = join(batch)
+        if not rows:
+            continue
+        rows.sort(key=lambda r: (prompts[r[0]][0], r[0], r[1], r[3]))
+        for item_id, ann_id, kind, _pair_id, c_id, r_id, is_tie, margin in rows:
+            prompt_id, content_hash, messages, text = prompts[item_id]
+            c_text, c_fin, c_ver = cands[c_id]
+            r_text, r_fin, r_ver = cands[r_id]
+            yield (
+                item_id,
+                ann_id,
+                kind,
+                prompt_id,
+                content_hash,
+                messages,
+                text,
+                c_id,
+                c_text,
+                c_fin,
+                c_ver,
+                r_id,
+                r_text,
+                r_fin,
+                r_ver,
+                is_tie,
+                margin,
+            )
+
+
+LABEL_NARROW = ("annotation__item_id", "annotation_id", "id", "candidate_id", "label")
+
+
+def _label_rows(spec: ExportSpec, qs: QuerySet, *, chunk_size: int) -> Iterator[tuple]:
+    """Rows shaped like LABEL_FIELDS, in (prompt, item, annotation, label) order, slice by slice."""
+    join = SliceJoin(qs, LABEL_NARROW, "annotation__item_id", candidate_index=(3,))
+    for batch in item_slices(spec, chunk_size=chunk_size):
+        rows, prompts, cands = join(batch)
+        if not rows:
+            continue
+        rows.sort(key=lambda r: (prompts[r[0]][0], r[0], r[1], r[2]))
+        for item_id, ann_id, _label_id, cand_id, label in rows:
+            prompt_id, content_hash, messages, text = prompts[item_id]
+            c_text, c_fin, c_ver = cands[cand_id]
+            yield (
+                item_id,
+                ann_id,
+                prompt_id,
+                content_hash,
+                messages,
+                text,
+                cand_id,
+                c_text,
+                c_fin,
+                c_ver,
+                label,
+            )
+
+
 def _best_vs_rest(rows: list[tuple], stats: ExportStats) -> list[tuple]:
     """Keep, per ranking annotation, only the pairs best ≻ other (best: never on the losing side)."""
     out: list[tuple] = []
@@ -386,9 +537,9 @@ def iter_preference(
     progress: Callable[[int], None] | None = None,
     **_: Any,
 ) -> Iterator[Row]:
-    qs = PreferencePair.objects.filter(spec.annotation_q(frozen, "annotation__")).order_by(
-        "prompt_id", "annotation__item_id", "annotation_id", "id"
-    )
+    qs = PreferencePair.objects.filter(
+        spec.annotation_q(frozen, "annotation__", item_filters=False)
+    ).order_by()
     versions = set(spec.model_version_ids)
     margin_col = spec.include_margin and has_margin
     keep_ties = spec.ties == "keep"
@@ -435,7 +586,7 @@ def iter_preference(
             values += [r[0], c_id, j_id, votes, round(agreement, 6)]
         return (is_test, tuple(values))
 
-    rows = stream_by_items(spec, qs, PREF_FIELDS, item_field="annotation__item_id", chunk_size=chunk_size)
+    rows = _preference_rows(spec, qs, chunk_size=chunk_size)
     for group in _group_by_item(rows, stats, progress):
         stats.source_rows += len(group)
         if spec.ranking_pairs == "best_vs_rest":
@@ -511,9 +662,7 @@ def iter_unpaired(
     progress: Callable[[int], None] | None = None,
     **_: Any,
 ) -> Iterator[Row]:
-    qs = BinaryLabel.objects.filter(spec.annotation_q(frozen, "annotation__")).order_by(
-        "annotation__item__prompt_id", "annotation__item_id", "annotation_id", "id"
-    )
+    qs = BinaryLabel.objects.filter(spec.annotation_q(frozen, "annotation__", item_filters=False)).order_by()
     versions = set(spec.model_version_ids)
     counter = PromptCounter(stats)
 
@@ -535,7 +684,7 @@ def iter_unpaired(
         stats.rows["test" if is_test else "train"] += 1
         return (is_test, tuple(values))
 
-    rows = stream_by_items(spec, qs, LABEL_FIELDS, item_field="annotation__item_id", chunk_size=chunk_size)
+    rows = _label_rows(spec, qs, chunk_size=chunk_size)
     for group in _group_by_item(rows, stats, progress):
         stats.source_rows += len(group)
         votes: dict[int, Counter] = {}
@@ -588,7 +737,7 @@ def iter_sft(
     progress: Callable[[int], None] | None = None,
     **_: Any,
 ) -> Iterator[Row]:
-    qs = Demonstration.objects.filter(spec.annotation_q(frozen, "annotation__")).order_by(
+    qs = Demonstration.objects.filter(spec.annotation_q(frozen, "annotation__", item_filters=False)).order_by(
         "prompt_id", "annotation__item_id", "annotation_id"
     )
     counter = PromptCounter(stats)
@@ -656,7 +805,9 @@ def iter_raw(
     progress: Callable[[int], None] | None = None,
     **_: Any,
 ) -> Iterator[Row]:
-    qs = Annotation.objects.filter(spec.annotation_q(frozen)).order_by("item__prompt_id", "item_id", "id")
+    qs = Annotation.objects.filter(spec.annotation_q(frozen, item_filters=False)).order_by(
+        "item__prompt_id", "item_id", "id"
+    )
     counter = PromptCounter(stats)
     names: dict[int, str] = {}
 

@@ -150,10 +150,14 @@ class ExportSpec:
         return asdict(self)
 
     # --- SQL -----------------------------------------------------------------------------------
-    def annotation_q(self, frozen: dict[str, Any], prefix: str = "") -> Q:
-        """Annotation-level filters (projects, cut-off, dates, kinds, gold, flagged annotators)."""
+    def annotation_q(self, frozen: dict[str, Any], prefix: str = "", *, item_filters: bool = True) -> Q:
+        """Annotation-level filters (projects, cut-off, dates, kinds, gold, flagged annotators).
+
+        ``item_filters=False`` leaves out the item conditions (project, gold) for a query whose item
+        ids were already chosen by :meth:`item_q`: no join to the item table per slice.
+        """
         p = prefix
-        q = Q(**{f"{p}item__project_id__in": self.project_ids})
+        q = Q(**{f"{p}item__project_id__in": self.project_ids}) if item_filters else Q()
         if frozen.get("annotation_id_max") is not None:
             q &= Q(**{f"{p}id__lte": frozen["annotation_id_max"]})
         else:  # nothing was annotated when the snapshot was made
@@ -164,12 +168,20 @@ class ExportSpec:
             q &= Q(**{f"{p}created_at__lte": dt.datetime.fromisoformat(self.date_to)})
         if self.task_kinds:
             q &= Q(**{f"{p}kind__in": self.task_kinds})
-        if not self.include_gold:
+        if not self.include_gold and item_filters:
             q &= Q(**{f"{p}item__is_gold": False})
         if not self.include_flagged_annotators:
+            # per project (a flag is per membership); joins the item only when someone is flagged
             for project_id, user_ids in sorted((frozen.get("excluded_annotators") or {}).items()):
                 if user_ids:
                     q &= ~Q(**{f"{p}item__project_id": int(project_id), f"{p}annotator_id__in": user_ids})
+        return q
+
+    def item_q(self, prefix: str = "") -> Q:
+        """Item-level filters: the projects, and gold items unless included."""
+        q = Q(**{f"{prefix}project_id__in": self.project_ids})
+        if not self.include_gold:
+            q &= Q(**{f"{prefix}is_gold": False})
         return q
 
     def describe(self) -> list[tuple[str, str]]:
