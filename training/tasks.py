@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 
 from config.queues import Queue
 from training import services
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(queue=Queue.GPU.value, acks_late=True)
@@ -18,8 +22,14 @@ def training_run_run(run_id: int) -> str:
 
 @shared_task(queue=Queue.GPU.value, acks_late=True)
 def training_active_selection(run_id: int) -> int:
-    """Score open items with a finished reward run's model: Item.priority for the priority order."""
-    return services.items_prioritise_by_reward(run_id=run_id)
+    """Score open items with a finished reward run's model: Item.priority for the priority order.
+
+    A failure here leaves the priorities as they were and never touches the reward run."""
+    try:
+        return services.items_prioritise_by_reward(run_id=run_id)
+    except Exception:
+        logger.exception("active selection after reward run %s failed", run_id)
+        return -1
 
 
 @shared_task(queue=Queue.DEFAULT.value)
