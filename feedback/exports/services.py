@@ -26,7 +26,8 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from feedback.exports.card import dataset_card, manifest_bytes
-from feedback.exports.rows import ExportStats, bounded_reads, has_known_margins, iter_rows, plan_columns
+from feedback.exports.reading import bounded_reads
+from feedback.exports.rows import ExportStats, has_known_margins, iter_rows, plan_columns
 from feedback.exports.spec import ExportSpec, ExportSpecError
 from feedback.exports.writers import SnapshotSinks, write_datasets_metadata
 from feedback.models import Annotation, DatasetSnapshot, Membership, Project, SnapshotStatus
