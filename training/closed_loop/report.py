@@ -46,7 +46,8 @@ def plot_win_rates(lines: Sequence[ResultLine], path: Path, *, title: str = "") 
     import matplotlib.pyplot as plt
 
     prefs = sorted({ln.preference for ln in lines if ln.win_rate is not None})
-    fig, axes = plt.subplots(1, max(1, len(prefs)), figsize=(5.5 * max(1, len(prefs)), 4), squeeze=False)
+    panels = max(1, len(prefs))
+    fig, axes = plt.subplots(1, panels, figsize=(max(7.0, 5.5 * panels), 4.4), squeeze=False)
     for ax, pref in zip(axes[0], prefs, strict=False):
         rows = [ln for ln in lines if ln.preference == pref and ln.win_rate is not None]
         methods = sorted({ln.method for ln in rows})
@@ -68,7 +69,9 @@ def plot_win_rates(lines: Sequence[ResultLine], path: Path, *, title: str = "") 
         ax.set_title(f"preference: {pref}")
         ax.legend(fontsize=8, loc="lower right")
     if title:
-        fig.suptitle(title)
+        import textwrap
+
+        fig.suptitle("\n".join(textwrap.wrap(title, 90)), fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
