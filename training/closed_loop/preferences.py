@@ -5,8 +5,12 @@ A preference scores one response; the higher score wins a comparison. Two are de
 - ``shorter`` (length): the answer with fewer words wins. A response cut off at the token limit
   counts as longer than any finished one (the annotator sees it stop mid-sentence), and two
   cut-off responses tie (there is no telling which would have been longer).
+- ``sentence`` (content): a complete one-sentence answer is best, fewer sentences beat more
+  whatever their length; a cut-off answer loses to any finished one.
 - ``reason`` (content): an answer that gives a reason ("because", "since", "due to" …) beats one
-  that does not; among answers alike on that, none is preferred (a tie).
+  that does not; among answers alike on that, none is preferred (a tie). Measured on the demo
+  model: only 2 of 358 base candidates (64 tokens) gave a reason *and* finished, so after cut-off
+  chosen answers are dropped (as they must be) it leaves almost no pairs; kept as an option.
 
 Both share a floor that any person labelling would apply: an empty or degenerate response
 (no words, a word repeated over and over) loses to every real answer. Without it a length-only
@@ -97,7 +101,35 @@ class GivesReason:
         return (not is_degenerate(text)) and bool(REASON.search(text))
 
 
-PREFERENCES: dict[str, Preference] = {p.name: p for p in (ShorterWins(), GivesReason())}
+SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|\n+")
+
+
+def sentences(text: str) -> int:
+    """Sentences (or lines / list items) in a response: the pieces that hold at least one word."""
+    return sum(1 for piece in SENTENCE_END.split(text) if WORD.search(piece))
+
+
+@dataclass(frozen=True)
+class OneSentence:
+    """Content: a finished answer in one sentence is best; fewer sentences beat more, whatever their
+    length (a 30-word sentence beats two 6-word ones). A cut-off answer did not finish its point:
+    worse than any finished one, and two cut-off answers tie."""
+
+    name: str = "sentence"
+    description: str = "A complete one-sentence answer wins; fewer sentences beat more."
+
+    def score(self, text: str, truncated: bool) -> float:
+        if is_degenerate(text):
+            return DEGENERATE_SCORE
+        if truncated:
+            return -1_000.0
+        return -float(abs(sentences(text) - 1))
+
+    def thumbs_up(self, text: str, truncated: bool) -> bool:
+        return (not truncated) and (not is_degenerate(text)) and sentences(text) == 1
+
+
+PREFERENCES: dict[str, Preference] = {p.name: p for p in (ShorterWins(), GivesReason(), OneSentence())}
 
 
 def get_preference(name: str) -> Preference:
