@@ -26,7 +26,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from feedback.exports.card import dataset_card, manifest_bytes
-from feedback.exports.reading import bounded_reads
+from feedback.exports.reading import bounded_reads, cyclic_gc_paused
 from feedback.exports.rows import ExportStats, has_known_margins, iter_rows, plan_columns
 from feedback.exports.spec import ExportSpec, ExportSpecError
 from feedback.exports.writers import SnapshotSinks, write_datasets_metadata
@@ -137,7 +137,7 @@ def snapshot_preview(
     frozen = frozen if frozen is not None else freeze_filters(spec)
     stats = ExportStats()
     has_margin = has_known_margins(spec, frozen)
-    with bounded_reads():
+    with bounded_reads(), cyclic_gc_paused():
         for _ in iter_rows(
             spec, frozen, seed=seed, test_fraction=test_fraction, salt="", stats=stats, has_margin=has_margin
         ):
@@ -179,7 +179,7 @@ def snapshot_write(
         columns = plan_columns(spec, has_margin=has_margin)
         sinks = SnapshotSinks(tmp, columns, formats)
         try:
-            with bounded_reads():
+            with bounded_reads(), cyclic_gc_paused():
                 for is_test, values in iter_rows(
                     spec,
                     snapshot.frozen,
