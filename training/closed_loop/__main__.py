@@ -33,7 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rounds", type=int, default=1, help="2 = generate from the new version, label, train again"
     )
     p.add_argument(
-        "--preferences", default=None, help="comma list of: shorter, reason (default: both; tiny: shorter)"
+        "--preferences",
+        default=None,
+        help="comma list of: shorter, sentence, reason (default: shorter,sentence; tiny: shorter)",
     )
     p.add_argument(
         "--methods", default=None, help="methods for the length preference, comma list of dpo,kto,ppo"
@@ -98,7 +100,7 @@ def options_from_args(args: argparse.Namespace):
         tiny=tiny,
         rounds=args.rounds,
         preferences=prefs,
-        methods={"shorter": length_methods, "reason": content_methods},
+        methods={"shorter": length_methods, "sentence": content_methods, "reason": content_methods},
         round2_methods=tuple(args.round2_methods.split(",")),
         annotators=args.annotators,
         noise=args.noise,

@@ -37,10 +37,10 @@ PROMPTS_FILE = Path(__file__).with_name("prompts.jsonl")
 class LoopOptions:
     tiny: bool = False
     rounds: int = 1
-    preferences: tuple[str, ...] = ("shorter", "reason")
+    preferences: tuple[str, ...] = ("shorter", "sentence")
     #: methods per preference; "ppo" means reward model then PPO
     methods: dict[str, tuple[str, ...]] = field(
-        default_factory=lambda: {"shorter": ("dpo", "kto", "ppo"), "reason": ("dpo",)}
+        default_factory=lambda: {"shorter": ("dpo", "kto", "ppo"), "sentence": ("dpo",), "reason": ("dpo",)}
     )
     #: methods that get a second round when rounds == 2
     round2_methods: tuple[str, ...] = ("dpo",)
