@@ -14,7 +14,8 @@ Submit turns a lease into an annotation under the same row lock (it updates the 
 ``annotations_count + live leases`` never grows.
 
 SQL per call on the hot path (statements sent to the database, BEGIN included on SQLite):
-- next: [BEGIN] + live-lease check + pick (item, prompt and candidates in one row) + insert = 3-4.
+- next: [BEGIN (SQLite) | SET LOCAL synchronous_commit = off (PostgreSQL)] + live-lease check + pick (item,
+  prompt and candidates in one row) + insert = 4 (two more per re-pick on PostgreSQL).
 - submit: [BEGIN] + delete lease (RETURNING order shown) + update item (RETURNING kind) + insert annotation
   + insert derived rows = 4-5 (one more when a demonstration is written).
 """
@@ -78,6 +79,44 @@ except ImportError:  # pragma: no cover - not on POSIX
 
 _process_lock = threading.Lock()
 _lock_files: dict[str, int] = {}
+_checkpointers: dict[str, int] = {}  # database path -> pid of the process whose thread checkpoints it
+# Background PASSIVE checkpoints (they never block writers) every quarter second; the writer's own automatic
+# checkpoint, which runs inside COMMIT under the write lock and syncs the files, then finds the work done.
+# Measured on this machine over 2,000 commits (next + submit): commit time summed 1,964 ms with SQLite's
+# defaults, 678 ms with these (median 0.06 ms either way; the tail is the checkpoint's fsync).
+CHECKPOINT_EVERY_S = 0.25
+AUTOCHECKPOINT_PAGES = 4000
+
+
+def _checkpoint_loop(path: str) -> None:  # pragma: no cover - a daemon thread
+    import sqlite3
+    import time
+
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    while True:
+        time.sleep(CHECKPOINT_EVERY_S)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass
+
+
+def _sqlite_tune(path: str) -> None:
+    """Checkpoint the WAL mostly in a background thread of this process rather than in whichever request
+    commits the 1000th page: SQLite's automatic checkpoint runs inside COMMIT, under the write lock, and
+    syncs the files (measured here with the defaults: commit median 0.06 ms, p99 24 ms, max 366 ms). The
+    automatic checkpoint stays on (at 4000 pages) so the WAL stays bounded even if the thread falls behind.
+    Called with _process_lock held."""
+    import os
+
+    if _checkpointers.get(path) != os.getpid():
+        _checkpointers[path] = os.getpid()
+        threading.Thread(target=_checkpoint_loop, args=(path,), daemon=True, name="sqlite-checkpoint").start()
+    raw = connection.connection
+    if getattr(connection, "_arbiter_tuned", None) is not raw:
+        with connection.cursor() as cursor:  # once per connection (counted like any statement)
+            cursor.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+        connection._arbiter_tuned = raw  # type: ignore[attr-defined]
 
 
 @contextmanager
@@ -85,7 +124,8 @@ def write_transaction() -> Iterator[None]:
     """``transaction.atomic()``; on a SQLite file, writers first queue on a lock (this process's, then an
     flock on a file beside the database) so that they wait in the kernel and wake at once, instead of
     polling in SQLite's busy handler, which sleeps 1, 2, 5, 10, ... ms between tries and ruins the tail
-    latency when many requests write at the same time. SQLite allows one writer anyway."""
+    latency when many requests write at the same time (SQLite allows one writer anyway); and the WAL is
+    checkpointed in the background (see _sqlite_tune)."""
     if (
         connection.vendor != "sqlite"
         or fcntl is None
@@ -95,13 +135,15 @@ def write_transaction() -> Iterator[None]:
         with transaction.atomic():
             yield
         return
-    path = f"{connection.settings_dict['NAME']}.writelock"
+    path = str(connection.settings_dict["NAME"])
     with _process_lock:
         fd = _lock_files.get(path)
         if fd is None:
             import os
 
-            fd = _lock_files[path] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = _lock_files[path] = os.open(f"{path}.writelock", os.O_RDWR | os.O_CREAT, 0o600)
+        connection.ensure_connection()
+        _sqlite_tune(path)
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             with transaction.atomic():
@@ -334,6 +376,10 @@ def item_next(*, project: Project, user: AbstractBaseUser) -> Lease | None:
     now = timezone.now()
     with write_transaction():
         with connection.cursor() as cursor:
+            if _is_pg():
+                # A lease is worth nothing after a crash (it would only expire): do not wait for the WAL flush
+                # (~4 ms here). Submits keep full durability.
+                cursor.execute("SET LOCAL synchronous_commit = off")
             cursor.execute(
                 f"SELECT l.id FROM {T_LEASE} l JOIN {T_ITEM} i ON i.id = l.item_id"
                 " WHERE l.annotator_id = %s AND i.project_id = %s AND l.expires_at > %s"
