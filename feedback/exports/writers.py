@@ -90,15 +90,28 @@ class JsonlSink:
         self._fh = path.open("wb", buffering=1 << 20) if path is not None else None
         self._line = _line_function(columns)
 
+        self._pending: list[str] = []
+
     def write(self, values: tuple[Any, ...]) -> None:
-        data = self._line(values).encode("utf-8")
+        self._pending.append(self._line(values))
+        if len(self._pending) >= 2048:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Encode, hash and write the pending lines as one block (the hash of a concatenation is the
+        hash of its parts fed in order, so blocks change nothing in the result)."""
+        if not self._pending:
+            return
+        data = "".join(self._pending).encode("utf-8")
+        self.rows += len(self._pending)
+        self._pending = []
         self.hash.update(data)
-        self.rows += 1
         self.bytes += len(data)
         if self._fh is not None:
             self._fh.write(data)
 
     def close(self) -> None:
+        self._flush()
         if self._fh is not None:
             self._fh.close()
             self._fh = None
