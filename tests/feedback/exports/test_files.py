@@ -231,3 +231,45 @@ def test_bad_filters_are_reported_by_field():
         snapshot_preview(spec={"kind": "preference", "project_ids": [999999]})
     with pytest.raises(ExportSpecError, match="test_fraction"):
         snapshot_preview(spec={"kind": "preference", "project_ids": [1]}, test_fraction=1.5)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_prefetch_thread_gives_the_same_bytes(
+    project_factory, user_factory, make_item, settings, tmp_path, monkeypatch
+):
+    """Outside a transaction the next slice is fetched on a helper thread; the files must not change."""
+    from django.db import connections
+
+    import feedback.exports.reading as reading
+
+    settings.EXPORTS_DIR = tmp_path / "exports"
+    user = user_factory("pf")
+    project = project_factory(name="Prefetch", task_kind="ranking", responses_per_item=3)
+    membership_set(project=project, user=user, role="annotator")
+    for i in range(30):
+        make_item(project, texts=[f"q{i}", f"qq {i}", f"qqq qqq {i}"])
+    annotate_project(project, [user], lambda u, item, shown: {"ranking": shorter_first(shown)})
+    monkeypatch.setattr(reading.item_slices, "__kwdefaults__", {"items_per_query": 7})  # many small slices
+    used_threads = []
+    real = reading.SliceJoin.__call__
+
+    def spy(self, batch):
+        import threading
+
+        used_threads.append(threading.current_thread().name)
+        return real(self, batch)
+
+    monkeypatch.setattr(reading.SliceJoin, "__call__", spy)
+    out = {}
+    for prefetch in (True, False):
+        monkeypatch.setattr(reading, "PREFETCH", prefetch)
+        snap = snapshot_create(
+            name=f"pf {prefetch}", spec={"kind": "preference", "project_ids": [project.id]}, test_fraction=0.3
+        )
+        out[prefetch] = snapshot_write(snapshot=snap, formats=("jsonl",), out_dir=tmp_path / str(prefetch))
+    assert sum(name.startswith("export-prefetch") for name in used_threads) == 5  # 30 items, 7 a slice
+    assert out[True].content_hash == out[False].content_hash
+    assert sum(out[True].row_counts.values()) == 90
+    for name in ("train.jsonl", "test.jsonl"):
+        assert (tmp_path / "True" / name).read_bytes() == (tmp_path / "False" / name).read_bytes()
+    assert connections["default"].connection is not None  # the main connection is untouched
