@@ -1,0 +1,54 @@
+"""The pick's query plan with many items done (DESIGN.md: SQLite ignored the partial "open items" index and
+walked finished items). The pick must search the partial index by project, never scan the item table."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from feedback.models import Item
+from feedback.services.distribution import _dt, _pick_sql
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def busy_project(project_factory, make_item, user_factory):
+    project = project_factory(annotations_required=1)
+    template = make_item(project)
+    Item.objects.bulk_create(
+        Item(
+            project=project,
+            prompt=template.prompt,
+            annotations_required=1,
+            annotations_count=1 if n < 2500 else 0,
+            is_open=n >= 2500,
+            priority=n / 3000,
+        )
+        for n in range(3000)
+    )
+    return project, user_factory()
+
+
+def _plan(sql: str, params: list) -> str:
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+            return "\n".join(str(row[-1]) for row in cursor.fetchall())
+        cursor.execute("ANALYZE feedback_item")
+        cursor.execute("EXPLAIN " + sql, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+@pytest.mark.parametrize(("order", "index"), [("fewest", "item_open_fewest"), ("priority", "item_open_priority")])
+def test_pick_uses_the_partial_index(busy_project, order, index):
+    project, user = busy_project
+    plan = _plan(_pick_sql(order, exclude=0), [project.pk, False, _dt(timezone.now()), user.pk, user.pk])
+    assert index in plan, plan
+    if connection.vendor == "sqlite":
+        item_lines = [line for line in plan.splitlines() if " i " in f" {line} " or "feedback_item" in line]
+        assert all("SCAN" not in line for line in item_lines), plan
+        assert f"SEARCH i USING INDEX {index} (project_id=?)" in plan, plan
+    else:
+        assert "Seq Scan on feedback_item" not in plan, plan
