@@ -251,7 +251,7 @@ def main() -> None:
                         break
                 except httpx.TransportError:
                     time.sleep(0.1)
-            remote = {"base_url": url, "concurrency": 16}
+            remote = {"base_url": url, "concurrency": 16, "timeout": 3600}
             version = {"base_model": "served", "engine": "openai", "engine_settings": remote}
             result = compare(
                 "openai",

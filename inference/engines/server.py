@@ -25,6 +25,8 @@ import argparse
 import collections
 import json
 import logging
+import select
+import socket
 import threading
 import time
 import uuid
@@ -43,6 +45,21 @@ MAX_BODY = 16 * 1024 * 1024
 MAX_N = 128
 
 
+class ClientGone(ConnectionError):
+    """The client hung up (timed out, say) before its request was generated: it is dropped."""
+
+
+def connection_alive(sock: socket.socket) -> bool:
+    """False once the peer has closed the connection (a readable socket with nothing to read)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return True
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except (OSError, ValueError):
+        return False
+
+
 class RequestError(ValueError):
     def __init__(self, message: str, *, param: str | None = None, status: int = 400) -> None:
         super().__init__(message)
@@ -55,6 +72,7 @@ class _Pending:
     messages: Messages
     n: int
     params: SamplingParams
+    alive: Callable[[], bool] | None = None
     done: threading.Event = field(default_factory=threading.Event)
     result: list[Generation] | None = None
     error: BaseException | None = None
@@ -74,11 +92,18 @@ class Batcher:
         self._queue: collections.deque[_Pending] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
+        self.dropped = 0  # requests dropped because their client had gone
         self._thread = threading.Thread(target=self._loop, name="generator", daemon=True)
         self._thread.start()
 
-    def submit(self, messages: Messages, n: int, params: SamplingParams) -> list[Generation]:
-        pending = _Pending(messages, n, params)
+    def submit(
+        self,
+        messages: Messages,
+        n: int,
+        params: SamplingParams,
+        alive: Callable[[], bool] | None = None,
+    ) -> list[Generation]:
+        pending = _Pending(messages, n, params, alive)
         with self._cond:
             if self._closed:
                 raise RuntimeError("the server is shutting down")
@@ -117,6 +142,16 @@ class Batcher:
             batch = self._take()
             if batch is None:
                 return
+            # A client that gave up (and may be retrying) gets nothing generated for it:
+            # otherwise every retry of a slow request would add its own copy of the work.
+            gone = [p for p in batch if p.alive is not None and not p.alive()]
+            for pending in gone:
+                pending.error = ClientGone()
+                pending.done.set()
+            self.dropped += len(gone)
+            batch = [p for p in batch if p not in gone]
+            if not batch:
+                continue
             first = batch[0]
             try:
                 outputs = self.generator.generate([p.messages for p in batch], n=first.n, params=first.params)
@@ -231,6 +266,12 @@ class ModelServer:
         self.httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
+    @property
+    def dropped(self) -> int:
+        """Requests dropped unanswered because their client had hung up."""
+        with self._lock:
+            return sum(b.dropped for b in self._models.values())
+
     # -- operations ------------------------------------------------------------------------
     def models(self) -> dict[str, Any]:
         with self._lock:
@@ -250,14 +291,14 @@ class ModelServer:
             )
         return {"object": "list", "data": data}
 
-    def chat(self, body: Any) -> dict[str, Any]:
+    def chat(self, body: Any, alive: Callable[[], bool] | None = None) -> dict[str, Any]:
         model, messages, n, params = parse_chat_request(body)
         name = model or self.default_model
         with self._lock:
             batcher = self._models.get(name)
         if batcher is None:
             raise RequestError(f"The model `{name}` does not exist.", param="model", status=404)
-        generations = batcher.submit(messages, n, params)
+        generations = batcher.submit(messages, n, params, alive)
         choices = [
             {
                 "index": i,
@@ -400,8 +441,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = self.path.split("?")[0].rstrip("/")
+        connection = self.connection
         routes: dict[str, Callable[[Any], Any]] = {
-            "/v1/chat/completions": self.model_server.chat,
+            "/v1/chat/completions": lambda body: self.model_server.chat(
+                body, alive=lambda: connection_alive(connection)
+            ),
             "/v1/load_lora_adapter": self.model_server.load_adapter,
             "/v1/unload_lora_adapter": self.model_server.unload_adapter,
         }
@@ -412,6 +456,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, handler(self._body()))
         except RequestError as exc:
             self._error(exc.status, str(exc), exc.param)
+        except ClientGone:
+            self.close_connection = True
         except Exception as exc:
             logger.exception("POST %s failed", path)
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")

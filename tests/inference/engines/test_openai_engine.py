@@ -251,3 +251,16 @@ def test_server_command_line(tiny_model_dir, tiny_generator, prompts):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_server_drops_requests_whose_client_hung_up(tiny_generator, prompts):
+    """Retries after timeouts do not pile up work: abandoned requests are not generated."""
+    slow = Flaky(tiny_generator, delay_first=1.5)
+    with ModelServer(slow, model_name="tiny").start() as running:
+        remote = client(running.url, timeout=0.3, max_retries=10, concurrency=1)
+        out = remote.generate(prompts[:1], n=1, params=GREEDY)
+        assert out == tiny_generator.generate(prompts[:1], n=1, params=GREEDY)
+        retries = remote.requests_sent - 1
+        assert retries >= 3
+        # the first call, then only requests still waiting on a live connection
+        assert slow.calls <= 2 and running.dropped >= retries - 1
