@@ -195,9 +195,14 @@ def snapshot_write(
         finally:
             sinks.close()
         content_hash = sinks.content_hash()
-        if snapshot.content_hash and snapshot.content_hash != content_hash:
+        # the stored hash, read now (this object may predate a write made elsewhere meanwhile)
+        fixed = (
+            DatasetSnapshot.objects.filter(pk=snapshot.pk).values_list("content_hash", flat=True).first()
+            or snapshot.content_hash
+        )
+        if fixed and fixed != content_hash:
             raise SnapshotChangedError(
-                f"snapshot {snapshot.pk} was written with hash {snapshot.content_hash} but its rows now hash "
+                f"snapshot {snapshot.pk} was written with hash {fixed} but its rows now hash "
                 f"to {content_hash}: annotations it read were changed or deleted. The files already written "
                 "are kept; make a new snapshot to export the current data."
             )

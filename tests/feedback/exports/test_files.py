@@ -113,11 +113,14 @@ def test_re_export_is_byte_identical_in_every_format(ranked, tmp_path):
 def test_hash_never_changes_once_written(ranked):
     project, _ = ranked
     snap = snapshot_create(name="frozen", spec={"kind": "preference", "project_ids": [project.id]})
+    stale = DatasetSnapshot.objects.get(pk=snap.pk)  # loaded before the first write: no hash on it
     first = snapshot_write(snapshot=snap, formats=("jsonl",))
     before = all_files(first.path)
     Annotation.objects.filter(item__project=project).order_by("id").first().delete()
     with pytest.raises(SnapshotChangedError, match="was written with hash"):
         snapshot_write(snapshot=DatasetSnapshot.objects.get(pk=snap.pk), formats=("jsonl",))
+    with pytest.raises(SnapshotChangedError, match="was written with hash"):
+        snapshot_write(snapshot=stale, formats=("jsonl",))
     assert all_files(first.path) == before  # the files already written are left alone
     fresh = DatasetSnapshot.objects.get(pk=snap.pk)
     assert fresh.content_hash == first.content_hash and fresh.status == "written"
