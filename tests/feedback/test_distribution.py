@@ -403,3 +403,20 @@ def test_statements_per_call(project_factory, user_factory, make_item):
 
     assert len(statements(q_next)) <= 4, statements(q_next)
     assert len(statements(q_submit)) <= 5, statements(q_submit)
+
+
+def test_lowered_requirement_refuses_the_extra_submit(project_factory, user_factory, make_item):
+    from feedback.errors import Conflict
+    from feedback.services.project_admin import project_update
+
+    project = project_factory(annotations_required=2)
+    item = make_item(project)
+    a, b = user_factory(), user_factory()
+    la, lb = item_next(project=project, user=a), item_next(project=project, user=b)
+    project_update(project=project, annotations_required=1)
+    submit_first(a, la, key="a")
+    with pytest.raises(Conflict) as exc:
+        submit_first(b, lb, key="b")
+    assert exc.value.code == "item_full" and exc.value.http_status == 409
+    item.refresh_from_db()
+    assert item.annotations_count == 1 and not item.is_open and item.annotations.count() == 1
