@@ -11,9 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from array import array
+from collections import deque
 from collections.abc import Callable
-from itertools import accumulate
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
@@ -92,10 +91,13 @@ class JsonlSink:
 
         self._pending: list[str] = []
 
-    def write(self, values: tuple[Any, ...]) -> None:
-        self._pending.append(self._line(values))
+    def write(self, values: tuple[Any, ...]) -> str:
+        """Add one row; returns its line (the Arrow sinks parse the same text)."""
+        line = self._line(values)
+        self._pending.append(line)
         if len(self._pending) >= 2048:
             self._flush()
+        return line
 
     def _flush(self) -> None:
         """Encode, hash and write the pending lines as one block (the hash of a concatenation is the
@@ -141,145 +143,14 @@ def arrow_schema(columns: list[Column]):
     return pa.schema([(name, types[kind]) for name, kind in columns])
 
 
-# Arrays are built from buffers rather than with pa.array(list): pa.array imports pandas on
-# first use (~45 MB of resident memory for nothing).
-def _validity(values: list[Any]):
-    import pyarrow as pa
-
-    if None not in values:
-        return None, 0
-    bits = bytearray((len(values) + 7) // 8)
-    nulls = 0
-    for i, v in enumerate(values):
-        if v is None:
-            nulls += 1
-        else:
-            bits[i >> 3] |= 1 << (i & 7)
-    return pa.py_buffer(bytes(bits)), nulls
-
-
-def _strings(values: list[str | None] | tuple[str | None, ...]):
-    import pyarrow as pa
-
-    validity, nulls = _validity(values)
-    if nulls:
-        values = ["" if v is None else v for v in values]
-    joined = "".join(values)
-    if joined.isascii():  # one encode for the whole column; byte lengths are the str lengths
-        data = joined.encode("ascii")
-        offsets = array("i", accumulate(map(len, values), initial=0))
-    else:
-        encoded = [v.encode("utf-8") for v in values]
-        data = b"".join(encoded)
-        offsets = array("i", accumulate(map(len, encoded), initial=0))
-    return pa.Array.from_buffers(
-        pa.string(), len(values), [validity, pa.py_buffer(offsets), pa.py_buffer(data)], null_count=nulls
-    )
-
-
-def _numbers(values: list[Any], kind: str):
-    import pyarrow as pa
-
-    validity, nulls = _validity(values)
-    if kind == BOOL:
-        bits = bytearray((len(values) + 7) // 8)
-        for i, v in enumerate(values):
-            if v:
-                bits[i >> 3] |= 1 << (i & 7)
-        return pa.Array.from_buffers(
-            pa.bool_(), len(values), [validity, pa.py_buffer(bytes(bits))], null_count=nulls
-        )
-    if kind == INT:
-        data = array("q", values if not nulls else (0 if v is None else int(v) for v in values))
-        return pa.Array.from_buffers(
-            pa.int64(), len(values), [validity, pa.py_buffer(data)], null_count=nulls
-        )
-    data = array("d", values if not nulls else (0.0 if v is None else float(v) for v in values))
-    return pa.Array.from_buffers(pa.float64(), len(values), [validity, pa.py_buffer(data)], null_count=nulls)
-
-
-def _offsets(offsets: list[int]):
-    import pyarrow as pa
-
-    return pa.Array.from_buffers(pa.int32(), len(offsets), [None, pa.py_buffer(array("i", offsets))])
-
-
-class BatchBuilder:
-    """Collects row tuples and builds one Arrow record batch at a time, column by column."""
-
-    def __init__(self, columns: list[Column], schema):
-        self.columns = columns
-        self.schema = schema
-        self.rows: list[tuple[Any, ...]] = []
-
-    @property
-    def n(self) -> int:
-        return len(self.rows)
-
-    def add(self, values: tuple[Any, ...]) -> None:
-        self.rows.append(values)
-
-    def build(self):
-        import pyarrow as pa
-
-        n = len(self.rows)
-        columns = list(zip(*self.rows, strict=True)) if self.rows else [() for _ in self.columns]
-        arrays = []
-        for (_, kind), col, f in zip(self.columns, columns, self.schema, strict=True):
-            if kind in (MESSAGES, ASSISTANT):
-                fields = list(f.type.value_type)
-                if kind == ASSISTANT:
-                    roles = pa.Array.from_buffers(
-                        pa.string(),
-                        n,
-                        [
-                            None,
-                            pa.py_buffer(array("i", range(0, 9 * (n + 1), 9))),
-                            pa.py_buffer(b"assistant" * n),
-                        ],
-                    )
-                    values = pa.StructArray.from_arrays([roles, _strings(col)], fields=fields)
-                    offsets = list(range(n + 1))
-                else:
-                    offsets, role_list, content_list = [0], [], []
-                    last: Any = None
-                    for messages in col:
-                        if messages is not last:
-                            last = messages
-                            m_roles = [m["role"] for m in messages]
-                            m_contents = [m["content"] for m in messages]
-                        role_list += m_roles
-                        content_list += m_contents
-                        offsets.append(len(role_list))
-                    values = pa.StructArray.from_arrays(
-                        [_strings(role_list), _strings(content_list)], fields=fields
-                    )
-                arrays.append(pa.ListArray.from_arrays(_offsets(offsets), values))
-            elif kind == CANDIDATES:
-                offsets, ids, texts, versions, finishes = [0], [], [], [], []
-                for cands in col:
-                    for c in cands:
-                        ids.append(c["id"])
-                        texts.append(c["text"])
-                        versions.append(c["model_version_id"])
-                        finishes.append(c["finish_reason"])
-                    offsets.append(len(ids))
-                values = pa.StructArray.from_arrays(
-                    [_numbers(ids, INT), _strings(texts), _numbers(versions, INT), _strings(finishes)],
-                    fields=list(f.type.value_type),
-                )
-                arrays.append(pa.ListArray.from_arrays(_offsets(offsets), values))
-            elif kind == STRING:
-                arrays.append(_strings(col))
-            else:
-                arrays.append(_numbers(list(col), kind))
-        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-        self.rows = []
-        return batch
-
-
 class ArrowSplitSink:
-    """Parquet and/or Arrow-stream (``datasets``) files for one split, fed by record batches."""
+    """Parquet and/or Arrow-stream (``datasets``) files for one split, built from the canonical JSONL lines.
+
+    Every ``batch_rows`` lines are parsed by Arrow's C++ JSON reader against the fixed schema and
+    written as one row group / record batch, on a helper thread: parsing and compression run
+    without the GIL, beside the Python that formats the next rows. Batches are written in order
+    (one worker), and at most ``max_pending`` wait, which bounds memory.
+    """
 
     def __init__(
         self,
@@ -287,14 +158,19 @@ class ArrowSplitSink:
         *,
         parquet_path: Path | None,
         arrow_path: Path | None,
+        pool: Any,
         batch_rows: int = 4096,
+        max_pending: int = 2,
     ):
         import pyarrow as pa
+        import pyarrow.json as pj
         import pyarrow.parquet as pq
 
         self.schema = arrow_schema(columns)
-        self.builder = BatchBuilder(columns, self.schema)
-        self.batch_rows = batch_rows
+        self.batch_rows, self.max_pending, self.pool = batch_rows, max_pending, pool
+        self._lines: list[str] = []
+        self._pending: deque = deque()
+        self._parse_options = pj.ParseOptions(explicit_schema=self.schema, unexpected_field_behavior="error")
         self._parquet = (
             pq.ParquetWriter(
                 str(parquet_path),
@@ -316,15 +192,32 @@ class ArrowSplitSink:
             self._arrow_fh = pa.OSFile(str(arrow_path), "wb")
             self._arrow = pa.ipc.new_stream(self._arrow_fh, self.schema.with_metadata(meta))
 
-    def write(self, values: tuple[Any, ...]) -> None:
-        self.builder.add(values)
-        if self.builder.n >= self.batch_rows:
+    def write_line(self, line: str) -> None:
+        self._lines.append(line)
+        if len(self._lines) >= self.batch_rows:
             self._flush()
 
     def _flush(self) -> None:
-        if not self.builder.n:
+        if not self._lines:
             return
-        batch = self.builder.build()
+        data = "".join(self._lines).encode("utf-8")
+        self._lines = []
+        while len(self._pending) >= self.max_pending:
+            self._pending.popleft().result()
+        self._pending.append(self.pool.submit(self._write_block, data))
+
+    def _write_block(self, data: bytes) -> None:
+        import pyarrow as pa
+        import pyarrow.json as pj
+
+        table = pj.read_json(
+            pa.BufferReader(data),
+            read_options=pj.ReadOptions(use_threads=False, block_size=len(data) + 1),
+            parse_options=self._parse_options,
+        )
+        batch = table.combine_chunks().to_batches(max_chunksize=len(data))[0] if table.num_rows else None
+        if batch is None:
+            return
         if self._parquet is not None:
             self._parquet.write_batch(batch)
         if self._arrow is not None:
@@ -332,6 +225,8 @@ class ArrowSplitSink:
 
     def close(self) -> None:
         self._flush()
+        while self._pending:
+            self._pending.popleft().result()
         if self._parquet is not None:
             self._parquet.close()
             self._parquet = None
@@ -389,7 +284,11 @@ class SnapshotSinks:
             for split in SPLITS
         }
         self.arrow: dict[str, ArrowSplitSink] = {}
+        self._pool = None
         if "parquet" in formats or "hf" in formats:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-arrow")
             for split in SPLITS:
                 arrow_path = None
                 if "hf" in formats:
@@ -399,19 +298,25 @@ class SnapshotSinks:
                     columns,
                     parquet_path=folder / f"{split}.parquet" if "parquet" in formats else None,
                     arrow_path=arrow_path,
+                    pool=self._pool,
                 )
 
     def write(self, is_test: bool, values: tuple[Any, ...]) -> None:
         split = "test" if is_test else "train"
-        self.jsonl[split].write(values)
+        line = self.jsonl[split].write(values)
         if self.arrow:
-            self.arrow[split].write(values)
+            self.arrow[split].write_line(line)
 
     def close(self) -> None:
-        for sink in self.jsonl.values():
-            sink.close()
-        for sink in self.arrow.values():
-            sink.close()
+        try:
+            for sink in self.jsonl.values():
+                sink.close()
+            for sink in self.arrow.values():
+                sink.close()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
     def content_hash(self) -> str:
         h = hashlib.sha256()
