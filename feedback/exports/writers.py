@@ -186,10 +186,9 @@ class ArrowSplitSink:
         self._arrow = None
         self._arrow_fh = None
         if arrow_path is not None:
-            from datasets import Features
-
-            features = Features.from_arrow_schema(self.schema)
-            meta = {"huggingface": json.dumps({"info": {"features": features.to_dict()}}, sort_keys=True)}
+            meta = {
+                "huggingface": json.dumps({"info": {"features": datasets_features(columns)}}, sort_keys=True)
+            }
             self._arrow_fh = pa.OSFile(str(arrow_path), "wb")
             self._arrow = pa.ipc.new_stream(self._arrow_fh, self.schema.with_metadata(meta))
 
@@ -237,13 +236,40 @@ class ArrowSplitSink:
             self._arrow = None
 
 
+def _value(dtype: str) -> dict[str, str]:
+    return {"dtype": dtype, "_type": "Value"}
+
+
+def datasets_features(columns: list[Column]) -> dict[str, Any]:
+    """``datasets.Features(...).to_dict()`` of the snapshot's columns, without importing ``datasets``
+    (~65 MB of memory for one dict; a test checks it against the library's own)."""
+    message = {"feature": {"role": _value("string"), "content": _value("string")}, "_type": "List"}
+    candidate = {
+        "feature": {
+            "id": _value("int64"),
+            "text": _value("string"),
+            "model_version_id": _value("int64"),
+            "finish_reason": _value("string"),
+        },
+        "_type": "List",
+    }
+    kinds = {
+        MESSAGES: message,
+        ASSISTANT: message,
+        CANDIDATES: candidate,
+        STRING: _value("string"),
+        FLOAT: _value("float64"),
+        BOOL: _value("bool"),
+        INT: _value("int64"),
+    }
+    return {name: kinds[kind] for name, kind in columns}
+
+
 def write_datasets_metadata(
     folder: Path, columns: list[Column], *, content_hash: str, license: str, description: str
 ) -> None:
     """The JSON files ``datasets.load_from_disk`` reads beside the Arrow files (a DatasetDict)."""
-    from datasets import Features
-
-    features = Features.from_arrow_schema(arrow_schema(columns)).to_dict()
+    features = datasets_features(columns)
     for split in SPLITS:
         info = {
             "citation": "",

@@ -276,3 +276,21 @@ def test_prefetch_thread_gives_the_same_bytes(
     for name in ("train.jsonl", "test.jsonl"):
         assert (tmp_path / "True" / name).read_bytes() == (tmp_path / "False" / name).read_bytes()
     assert connections["default"].connection is not None  # the main connection is untouched
+
+
+def test_datasets_features_match_the_library():
+    from datasets import Features
+
+    from feedback.exports.rows import ASSISTANT, BOOL, CANDIDATES, FLOAT, INT, MESSAGES, STRING
+    from feedback.exports.writers import arrow_schema, datasets_features
+
+    cols = [
+        ("p", MESSAGES),
+        ("a", ASSISTANT),
+        ("s", STRING),
+        ("f", FLOAT),
+        ("b", BOOL),
+        ("i", INT),
+        ("c", CANDIDATES),
+    ]
+    assert datasets_features(cols) == Features.from_arrow_schema(arrow_schema(cols)).to_dict()
