@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 from django.conf import settings
-from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 
 _lock = threading.Lock()
@@ -46,5 +45,3 @@ class CachedTokenAuthentication(TokenAuthentication):
                 _cache[key] = (now + ttl, user, token)
         return user, token
 
-
-__all__ = ["CachedTokenAuthentication", "exceptions", "token_forget"]
