@@ -95,9 +95,15 @@ def dataset_card(
         "## Load",
         "",
         "```python",
-        "from datasets import load_dataset, load_from_disk",
-        'ds = load_dataset("json", data_files={"train": "train.jsonl", "test": "test.jsonl"})',
-        'ds = load_from_disk("hf")  # when the datasets folder was written',
+        *(
+            ["from datasets import load_from_disk", 'ds = load_from_disk("hf")']
+            if "hf/" in files
+            else [
+                "from datasets import load_dataset",
+                f'ds = load_dataset("{data_ext if data_ext == "parquet" else "json"}", '
+                f'data_files={{"train": "train.{data_ext}", "test": "test.{data_ext}"}})',
+            ]
+        ),
         "```",
         "",
         "Truncated candidates (finish reason `length`) are "
