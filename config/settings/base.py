@@ -194,6 +194,11 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Fixed bookkeeping; training schedules are rows edited in the admin (django-celery-beat).
+CELERY_BEAT_SCHEDULE = {
+    "leases-reclaim-expired": {"task": "feedback.tasks.leases_reclaim_expired", "schedule": 60.0},
+    "annotators-flag-all": {"task": "feedback.tasks.annotators_flag_all", "schedule": 600.0},
+}
 CELERY_TIMEZONE = TIME_ZONE
 
 LOGGING = {
