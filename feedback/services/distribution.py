@@ -402,7 +402,8 @@ def _lease_one(*, project: Project, user: AbstractBaseUser, now: datetime, gold:
 def item_next(*, project: Project, user: AbstractBaseUser) -> Lease | None:
     """Lease one item of the project to the user for the project's TTL, or None when nothing is left.
 
-    The user's live lease in this project comes back first (a reload shows the same item, same order).
+    The user's newest live lease in this project comes back first (a reload shows the same item, same
+    order; after an undo, the undone item).
     Never an item they annotated or skipped; never more live leases + annotations than the item needs.
     Gold items are served with probability ``project.gold_rate`` (and only then).
     The returned lease carries ``item`` (with ``prompt``) and ``candidates_shown`` in display order.
@@ -417,7 +418,7 @@ def item_next(*, project: Project, user: AbstractBaseUser) -> Lease | None:
             cursor.execute(
                 f"SELECT l.id FROM {T_LEASE} l JOIN {T_ITEM} i ON i.id = l.item_id"
                 " WHERE l.annotator_id = %s AND i.project_id = %s AND l.expires_at > %s"
-                " ORDER BY l.created_at LIMIT 1",
+                " ORDER BY l.created_at DESC LIMIT 1",
                 [user.pk, project.pk, _dt(now)],
             )
             live_id = cursor.fetchone()
