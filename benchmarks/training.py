@@ -13,7 +13,10 @@ model (no hub, no download):
   version registered), timed from the run's creation to its end.
 
 One JSON line per method: ``method``, ``app_s``, ``direct_s``, ``overhead`` (app / direct − 1;
-target ≤ 0.05), plus ``steps``. PPO's direct side uses the reward model the app's reward run
+target ≤ 0.05), plus ``steps`` and the CPU seconds of each side (``app_cpu_s``: the recipe
+process and the app's own work — claim, polling, progress into the row, registration;
+``direct_cpu_s``: the script) with ``cpu_overhead``, which a machine shared with other work
+disturbs far less than wall time. PPO's direct side uses the reward model the app's reward run
 produced. Each side runs ``--repeats`` times; the fastest of each is compared.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -163,10 +167,16 @@ def write_data(root: Path, kind: str, n_train: int, n_test: int) -> Path:
     return folder
 
 
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_direct(
     method: str, model: Path, data: Path, out: Path, steps: int, rm_dir: str, threads: int
-) -> float:
+) -> tuple[float, float]:
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    cpu0 = _cpu(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", DIRECT, method, str(model), str(data), str(out), str(steps), json.dumps(HP), rm_dir, str(threads)],
@@ -175,7 +185,7 @@ def run_direct(
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"direct {method} failed:\n{done.stderr[-3000:]}")
-    return seconds
+    return seconds, _cpu(resource.RUSAGE_CHILDREN) - cpu0
 
 
 def run_app(method: str, version, data: Path, steps: int, reward_run=None):
@@ -197,6 +207,7 @@ def run_app(method: str, version, data: Path, steps: int, reward_run=None):
             name=f"bench {method}", kind=manifest["kind"], status="written", content_hash=manifest["content_hash"],
             path=str(data), row_counts=manifest["row_counts"],
         )  # fmt: skip
+    cpu0 = _cpu(resource.RUSAGE_CHILDREN) + _cpu(resource.RUSAGE_SELF)
     start = time.perf_counter()
     run = services.training_run_create(
         method=method, snapshot=snapshot, parent_version=version, config=config, reward_run=reward_run,
@@ -206,9 +217,10 @@ def run_app(method: str, version, data: Path, steps: int, reward_run=None):
         raise RuntimeError(f"could not claim run {run.pk}")
     run = services.training_run_execute(run_id=run.pk)
     seconds = time.perf_counter() - start
+    cpu = _cpu(resource.RUSAGE_CHILDREN) + _cpu(resource.RUSAGE_SELF) - cpu0
     if run.status != "succeeded":
         raise RuntimeError(f"app {method} run {run.pk} {run.status}: {run.error}\n{run.log_tail[-3000:]}")
-    return seconds, run
+    return seconds, cpu, run
 
 
 THREADS = 1
@@ -247,16 +259,17 @@ def main() -> None:
             data = write_data(
                 root / "data-files", KIND[method], args.train_rows, max(8, args.train_rows // 10)
             )
-            app_times, direct_times = [], []
+            app_times, direct_times, app_cpu, direct_cpu = [], [], [], []
             for rep in range(args.repeats):
                 # Alternate the order so drift in the machine's load hits both sides alike.
                 order = ("direct", "app") if rep % 2 == 0 else ("app", "direct")
                 for side in order:
                     if side == "app":
-                        s, run = run_app(
+                        s, cpu, run = run_app(
                             method, version, data, args.steps, reward_run if method == "ppo" else None
                         )
                         app_times.append(s)
+                        app_cpu.append(cpu)
                         if method == "reward":
                             reward_run = run
                     else:
@@ -265,21 +278,16 @@ def main() -> None:
                             if method == "ppo" and reward_run
                             else ""
                         )
-                        direct_times.append(
-                            run_direct(
-                                method,
-                                model_dir,
-                                data,
-                                root / f"direct-{method}-{rep}",
-                                args.steps,
-                                rm_dir,
-                                args.threads,
-                            )
-                        )
+                        out = root / f"direct-{method}-{rep}"
+                        s, cpu = run_direct(method, model_dir, data, out, args.steps, rm_dir, args.threads)
+                        direct_times.append(s)
+                        direct_cpu.append(cpu)
             app_s, direct_s = min(app_times), min(direct_times)
+            app_c, direct_c = min(app_cpu), min(direct_cpu)
             print(json.dumps({"method": method, "app_s": round(app_s, 2), "direct_s": round(direct_s, 2),
-                              "overhead": round(app_s / direct_s - 1, 4), "steps": args.steps,
-                              "repeats": args.repeats}), flush=True)  # fmt: skip
+                              "overhead": round(app_s / direct_s - 1, 4), "app_cpu_s": round(app_c, 2),
+                              "direct_cpu_s": round(direct_c, 2), "cpu_overhead": round(app_c / direct_c - 1, 4),
+                              "steps": args.steps, "repeats": args.repeats}), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
