@@ -198,6 +198,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "leases-reclaim-expired": {"task": "feedback.tasks.leases_reclaim_expired", "schedule": 60.0},
     "annotators-flag-all": {"task": "feedback.tasks.annotators_flag_all", "schedule": 600.0},
+    # Runs left running by a dead GPU worker go back to the queue and resume from their checkpoint.
+    "training-runs-recover": {"task": "training.tasks.training_runs_recover", "schedule": 300.0},
 }
 CELERY_TIMEZONE = TIME_ZONE
 
