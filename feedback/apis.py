@@ -18,7 +18,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.serializers import AuthTokenSerializer
@@ -29,7 +29,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedback import selectors
-from feedback.api_support import ErrorSerializer, LoginThrottle, Pagination
+from feedback.api_support import CONFLICT, ERRORS, LoginThrottle, Pagination
 from feedback.authentication import token_forget
 from feedback.errors import InvalidInput, NotFound
 from feedback.models import (
@@ -56,14 +56,6 @@ from feedback.services.imports import candidates_import_file, prompts_import_fil
 from feedback.services.payloads import FLAGS
 from feedback.services.project_admin import project_update
 from feedback.services.projects import membership_set, project_create
-
-ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description="Invalid input"),
-    401: OpenApiResponse(ErrorSerializer, description="Not authenticated"),
-    403: OpenApiResponse(ErrorSerializer, description="Your role does not allow this"),
-    404: OpenApiResponse(ErrorSerializer, description="Not found (or not yours to see)"),
-}
-CONFLICT = {409: OpenApiResponse(ErrorSerializer, description="The state does not allow it")}
 
 
 def _django_invalid(exc: DjangoValidationError) -> InvalidInput:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from feedback.api_support import CONFLICT, ERRORS
+from feedback.errors import Conflict, InvalidInput
 from feedback.models import Project
 from inference import policies, selectors, services
 from inference.engines.base import SamplingParams
@@ -70,6 +73,7 @@ def _job_out(job: GenerationJob) -> dict:
 
 
 class ModelVersionListApi(APIView):
+    @extend_schema(responses={200: ModelVersionOutput(many=True), **ERRORS})
     def get(self, request: Request) -> Response:
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(selectors.model_version_list(), request, view=self)
@@ -80,6 +84,7 @@ class GenerationJobListApi(APIView):
     class FilterSerializer(serializers.Serializer):
         project = serializers.IntegerField(required=False)
 
+    @extend_schema(parameters=[FilterSerializer], responses={200: GenerationJobOutput(many=True), **ERRORS})
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -105,6 +110,7 @@ class GenerationJobCreateApi(APIView):
         stop = serializers.ListField(child=serializers.CharField(), required=False, default=list)
         seed = serializers.IntegerField(required=False, allow_null=True, default=None)
 
+    @extend_schema(request=InputSerializer, responses={201: GenerationJobOutput, **ERRORS})
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -134,11 +140,12 @@ class GenerationJobCreateApi(APIView):
                 created_by=request.user,
             )
         except (services.GenerationJobError, ValueError) as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+            raise InvalidInput(str(exc), code="generation_invalid") from exc
         return Response(_job_out(job), status=status.HTTP_201_CREATED)
 
 
 class GenerationJobDetailApi(APIView):
+    @extend_schema(responses={200: GenerationJobOutput, **ERRORS})
     def get(self, request: Request, job_id: int) -> Response:
         job = get_object_or_404(GenerationJob.objects.select_related("project"), pk=job_id)
         policies.access_generation(user=request.user, project=job.project)
@@ -146,6 +153,7 @@ class GenerationJobDetailApi(APIView):
 
 
 class GenerationJobCancelApi(APIView):
+    @extend_schema(request=None, responses={200: GenerationJobOutput, **ERRORS})
     def post(self, request: Request, job_id: int) -> Response:
         job = get_object_or_404(GenerationJob.objects.select_related("project"), pk=job_id)
         policies.access_generation(user=request.user, project=job.project)
@@ -156,6 +164,7 @@ class GenerationJobResumeApi(APIView):
     class InputSerializer(serializers.Serializer):
         force = serializers.BooleanField(default=False)
 
+    @extend_schema(request=InputSerializer, responses={200: GenerationJobOutput, **ERRORS, **CONFLICT})
     def post(self, request: Request, job_id: int) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -164,5 +173,5 @@ class GenerationJobResumeApi(APIView):
         try:
             job = services.generation_job_resume(job_id=job.pk, force=data.validated_data["force"])
         except services.GenerationJobError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+            raise Conflict(str(exc), code="generation_not_resumable") from exc
         return Response(_job_out(job))

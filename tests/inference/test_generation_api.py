@@ -87,7 +87,7 @@ def test_api_cancel_resume_and_permissions(user_factory, project, version):
         {**body, "pairing": "versus"},
         format="json",
     )
-    assert bad.status_code == 400 and "two or more versions" in bad.json()["detail"]
+    assert bad.status_code == 400 and "two or more versions" in bad.json()["message"]
 
 
 def test_pages_show_progress_and_start_jobs(client, user_factory, project, version):
