@@ -25,9 +25,27 @@ class Command(BaseCommand):
         parser.add_argument("--no-demo", action="store_true", help="Skip demo data.")
         parser.add_argument("--no-model", action="store_true", help="Demo data without the model.")
 
+    def _recover_jobs(self) -> None:
+        """On one box, a job still marked running when `up` starts was left by a worker that died with the
+        last `up`: queue it again (it resumes: generation skips finished prompts, training restarts from
+        its last checkpoint). Runs before the workers start, so nothing live is taken over."""
+        from inference.models import GenerationJob, JobStatus
+        from inference.services import generation_job_resume
+        from training.services import training_runs_recover
+
+        jobs = list(GenerationJob.objects.filter(status=JobStatus.RUNNING).values_list("id", flat=True))
+        for job_id in jobs:
+            generation_job_resume(job_id=job_id, force=True)
+        runs = training_runs_recover()
+        if jobs or runs:
+            self.stdout.write(
+                f"Resuming {len(jobs)} generation job(s) and {len(runs)} training run(s) left running."
+            )
+
     def handle(self, *args, host: str, port: int, web_workers: int, no_demo: bool, no_model: bool, **o):
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("Database ready.")
+        self._recover_jobs()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         py = sys.executable
         children: list[subprocess.Popen] = []
