@@ -66,7 +66,17 @@ class LoopOptions:
 
 
 def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, Any]:
-    """Recipe settings that reached the targets on the demo model on this CPU (see the report)."""
+    """Recipe settings for the loop, as measured on the demo model on a loaded 2-core CPU
+    (90 train prompts x 4 candidates of 64 tokens, 10 % label noise, greedy held-out answers):
+
+    - DPO (LoRA r16, beta 0.1, lr 2e-4, 2 epochs): shorter-wins 0.77; with an SFT term
+      (lr 3e-4) 0.73. Content (one sentence), 1 epoch: 0.65; round 2 from it: 0.83, but 2/30
+      held-out answers looped (degenerate).
+    - KTO (lr 2e-4, 1 epoch, 49 up / 247 down, balanced weights): 0.78, but 4/30 answers looped:
+      try lr 1e-4.
+    - ``drop_truncated: chosen`` everywhere: 96 % of base answers are cut off at 64 tokens, and
+      dropping every row with a cut-off side leaves almost nothing to learn from.
+    """
     common: dict[str, Any] = {
         "device": "cpu",
         "torch_threads": threads,
