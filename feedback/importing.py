@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from feedback.pii import storable_text
+
 ROLES = {"system", "user", "assistant"}
 
 
@@ -82,7 +84,7 @@ def _messages(record: dict[str, Any], location: str) -> list[dict[str, str]]:
                     location=location,
                     field="messages",
                 )
-            messages.append({"role": m["role"], "content": m["content"]})
+            messages.append({"role": m["role"], "content": storable_text(m["content"])})
         if messages[-1]["role"] != "user":
             raise ImportFileError(
                 "the last message must be from the user", location=location, field="messages"
@@ -97,7 +99,7 @@ def _messages(record: dict[str, Any], location: str) -> list[dict[str, str]]:
         raise ImportFileError("must be a string", location=location, field="prompt")
     if not prompt.strip():
         raise ImportFileError("is empty", location=location, field="prompt")
-    return [{"role": "user", "content": prompt}]
+    return [{"role": "user", "content": storable_text(prompt)}]
 
 
 def _metadata(record: dict[str, Any], location: str, known: set[str]) -> dict[str, Any]:
@@ -212,7 +214,7 @@ def read_candidates(path: Path, file_format: str | None = None) -> list[Candidat
             CandidateRow(
                 location=location,
                 messages=_messages(record, location),
-                text=text,
+                text=storable_text(text),
                 model=model,
                 finish_reason=finish,
                 metadata=_metadata(record, location, CANDIDATE_FIELDS),

@@ -125,3 +125,9 @@ def messages_hash(messages: list[dict[str, str]]) -> str:
 
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def storable_text(text: str) -> str:
+    """Model output and imported text as every database can store it: NUL (which PostgreSQL text refuses)
+    becomes U+FFFD, the replacement character, so the row is kept and the oddity stays visible."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text

@@ -346,7 +346,8 @@ def _store_chunk(
             seen: set[str] = set()
             for g in result["generations"]:
                 tokens += int(g["completion_tokens"])
-                digest = pii.text_hash(g["text"])
+                text = pii.storable_text(g["text"])  # untrusted output: a NUL byte must not fail the chunk
+                digest = pii.text_hash(text)
                 if digest in seen:  # identical outputs are kept once
                     continue
                 seen.add(digest)
@@ -355,7 +356,7 @@ def _store_chunk(
                     model_version=version,
                     text_hash=digest,
                     defaults={
-                        "text": g["text"],
+                        "text": text,
                         "generation_job": job,
                         "sampling_params": job.sampling_params,
                         "finish_reason": g["finish_reason"],

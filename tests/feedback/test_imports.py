@@ -158,3 +158,11 @@ def test_command_reports_and_fails_cleanly(tmp_path, project_factory, capsys):
     with pytest.raises(CommandError, match="line 2"):
         call_command("import_prompts", str(bad), project="cmd")
     assert Prompt.objects.count() == 1
+
+
+def test_nul_bytes_are_stored_as_replacement_characters(tmp_path, project_factory):
+    project = project_factory()
+    f = write_jsonl(tmp_path / "c.jsonl", [{"prompt": "Q\u0000?", "response": "bad\u0000byte", "model": "m"}])
+    candidates_import_file(project=project, path=f)
+    c = Candidate.objects.get()
+    assert c.text == "bad\ufffdbyte" and c.prompt.text == "Q\ufffd?"

@@ -32,3 +32,8 @@ def test_normalised_hash_ignores_case_and_spacing():
     b = [{"role": "user", "content": "what is python?"}]
     assert pii.messages_hash(a) == pii.messages_hash(b)
     assert pii.messages_hash(a) != pii.messages_hash([{"role": "system", "content": "what is python?"}])
+
+
+def test_storable_text_replaces_nul_only():
+    assert pii.storable_text("a\x00b") == "a\ufffdb"
+    assert pii.storable_text("plain") == "plain"
