@@ -6,12 +6,15 @@ One APIView per operation: fetch → authorise → service → serialise.
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from feedback.api_support import CONFLICT, ERRORS
+from feedback.errors import Conflict, InvalidInput
 from feedback.models import DatasetSnapshot, Project
 from inference.models import ModelVersion
 from training import policies, selectors, services
@@ -40,6 +43,7 @@ class TrainingRunListApi(APIView):
     class Pagination(PageNumberPagination):
         page_size = 50
 
+    @extend_schema(responses={200: TrainingRunOutput(many=True), **ERRORS})
     def get(self, request: Request) -> Response:
         runs = selectors.runs_visible(user=request.user)
         if request.query_params.get("project"):
@@ -60,6 +64,7 @@ class TrainingRunCreateApi(APIView):
         reward_config = serializers.DictField(required=False, default=dict)
         timeout_s = serializers.IntegerField(required=False, default=0, min_value=0)
 
+    @extend_schema(request=Input, responses={201: TrainingRunOutput, **ERRORS})
     def post(self, request: Request) -> Response:
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
@@ -83,11 +88,12 @@ class TrainingRunCreateApi(APIView):
                     documents_dir=selectors.documents_dir(project) if d["method"] == Method.CPT else None,
                 )  # fmt: skip
         except services.TrainingRunError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+            raise InvalidInput(str(exc), code="training_invalid") from exc
         return Response(TrainingRunOutput(run).data, status=status.HTTP_201_CREATED)
 
 
 class TrainingRunDetailApi(APIView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, **ERRORS})
     def get(self, request: Request, run_id: int) -> Response:
         run = get_object_or_404(TrainingRun, pk=run_id)
         policies.access_run(user=request.user, run=run)
@@ -97,6 +103,7 @@ class TrainingRunDetailApi(APIView):
 
 
 class TrainingRunCancelApi(APIView):
+    @extend_schema(request=None, responses={200: TrainingRunOutput, **ERRORS})
     def post(self, request: Request, run_id: int) -> Response:
         run = get_object_or_404(TrainingRun, pk=run_id)
         policies.access_run(user=request.user, run=run)
@@ -107,6 +114,7 @@ class TrainingRunRequeueApi(APIView):
     class Input(serializers.Serializer):
         force = serializers.BooleanField(required=False, default=False)
 
+    @extend_schema(request=Input, responses={200: TrainingRunOutput, **ERRORS, **CONFLICT})
     def post(self, request: Request, run_id: int) -> Response:
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
@@ -115,11 +123,12 @@ class TrainingRunRequeueApi(APIView):
         try:
             run = services.training_run_requeue(run_id=run.pk, force=data.validated_data["force"])
         except services.TrainingRunError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+            raise Conflict(str(exc), code="training_not_requeueable") from exc
         return Response(TrainingRunOutput(run).data)
 
 
 class TrainingAdviceApi(APIView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, **ERRORS})
     def get(self, request: Request, project_id: int) -> Response:
         project = get_object_or_404(Project, pk=project_id)
         policies.access_training(user=request.user, project=project)

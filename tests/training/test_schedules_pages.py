@@ -177,4 +177,4 @@ def test_pages_and_api(client, labelled, base_version, user_factory):
         {"method": "sft", "project": project.pk, "parent_version": base_version.pk, "snapshot": snap.pk},
         content_type="application/json",
     )
-    assert refused.status_code == 400 and "reads ['sft']" in refused.json()["detail"]
+    assert refused.status_code == 400 and "reads ['sft']" in refused.json()["message"]
