@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,7 +18,7 @@ from feedback.api_support import CONFLICT, ERRORS
 from feedback.errors import Conflict, InvalidInput
 from feedback.models import DatasetSnapshot, Project
 from inference.models import ModelVersion
-from training import policies, selectors, services
+from training import documents, policies, selectors, services
 from training.models import Method, TrainingRun
 
 
@@ -43,11 +44,16 @@ class TrainingRunListApi(APIView):
     class Pagination(PageNumberPagination):
         page_size = 50
 
-    @extend_schema(responses={200: TrainingRunOutput(many=True), **ERRORS})
+    class FilterSerializer(serializers.Serializer):
+        project = serializers.IntegerField(required=False)
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: TrainingRunOutput(many=True), **ERRORS})
     def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
         runs = selectors.runs_visible(user=request.user)
-        if request.query_params.get("project"):
-            runs = runs.filter(project_id=request.query_params["project"])
+        if filters.validated_data.get("project") is not None:
+            runs = runs.filter(project_id=filters.validated_data["project"])
         paginator = self.Pagination()
         page = paginator.paginate_queryset(runs, request, view=self)
         return paginator.get_paginated_response(TrainingRunOutput(page, many=True).data)
@@ -133,3 +139,44 @@ class TrainingAdviceApi(APIView):
         project = get_object_or_404(Project, pk=project_id)
         policies.access_training(user=request.user, project=project)
         return Response(selectors.training_advice(project=project).as_dict())
+
+
+class ProjectDocumentsApi(APIView):
+    """Documents for continued pretraining (``cpt`` runs read the project's documents folder)."""
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    class Input(serializers.Serializer):
+        files = serializers.ListField(
+            child=serializers.FileField(), help_text=".txt, .md or .jsonl files (multipart, field 'files')"
+        )
+
+    class Output(serializers.Serializer):
+        stored = serializers.ListField(child=serializers.CharField())
+        duplicates = serializers.ListField(child=serializers.CharField())
+        documents = serializers.IntegerField(help_text="documents in the files stored now")
+        total_documents = serializers.IntegerField(help_text="documents in the project's folder")
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, **ERRORS})
+    def get(self, request: Request, project_id: int) -> Response:
+        project = get_object_or_404(Project, pk=project_id)
+        policies.access_training(user=request.user, project=project)
+        folder = selectors.documents_dir(project)
+        names = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+        return Response({"files": names, "total_documents": selectors.count_documents(folder)})
+
+    @extend_schema(request={"multipart/form-data": Input}, responses={201: Output, **ERRORS})
+    def post(self, request: Request, project_id: int) -> Response:
+        project = get_object_or_404(Project, pk=project_id)
+        policies.access_training(user=request.user, project=project)
+        data = self.Input(data={"files": request.FILES.getlist("files")})
+        data.is_valid(raise_exception=True)
+        try:
+            report = documents.documents_upload(
+                project=project, files=[(f.name, f.read()) for f in data.validated_data["files"]]
+            )
+        except documents.DocumentUploadError as exc:
+            raise InvalidInput(str(exc), code="documents_invalid") from exc
+        total = selectors.count_documents(selectors.documents_dir(project))
+        out = self.Output({**report.as_dict(), "total_documents": total})
+        return Response(out.data, status=status.HTTP_201_CREATED)

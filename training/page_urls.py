@@ -9,4 +9,5 @@ urlpatterns = [
     path("runs/<int:run_id>/", views.run_detail, name="training_run"),
     path("runs/<int:run_id>/cancel/", views.run_cancel, name="training_run_cancel"),
     path("runs/<int:run_id>/requeue/", views.run_requeue, name="training_run_requeue"),
+    path("projects/<int:project_id>/documents/", views.documents_upload, name="training_documents_upload"),
 ]

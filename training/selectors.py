@@ -91,7 +91,7 @@ def documents_dir(project: Project) -> Path:
     return root / project.slug
 
 
-def _count_documents(folder: Path) -> int:
+def count_documents(folder: Path) -> int:
     if not folder.is_dir():
         return 0
     total = 0
@@ -138,7 +138,7 @@ def training_advice(*, project: Project) -> Advice:
         up=Count("id", filter=Q(label=True)), down=Count("id", filter=Q(label=False))
     )
     demos = Demonstration.objects.filter(prompt__project=project).count()
-    docs = _count_documents(documents_dir(project))
+    docs = count_documents(documents_dir(project))
     counts = {
         "pairs": pair_stats["n"],
         "pair_prompts": pair_stats["prompts"],
@@ -164,7 +164,7 @@ def training_advice(*, project: Project) -> Advice:
             "needs both up and down labels" if n_thumbs and not (thumbs["up"] and thumbs["down"]) else note(n_thumbs, "thumbs") if n_thumbs else "",
         ),
         MethodAdvice("sft", demos > 0, "demonstrations", demos, note(demos, "demos")),
-        MethodAdvice("cpt", docs > 0, "documents", docs, note(docs, "documents") if docs else f"upload to {documents_dir(project)}"),
+        MethodAdvice("cpt", docs > 0, "documents", docs, note(docs, "documents") if docs else "upload .txt, .md or .jsonl documents on the training page"),
     ]  # fmt: skip
     prefix = (["cpt"] if docs else []) + (["sft"] if demos else [])
     pipelines: list[list[str]] = []

@@ -19,6 +19,11 @@ urlpatterns = [
         name="api_training_run_requeue",
     ),
     path(
+        "projects/<int:project_id>/documents/",
+        apis.ProjectDocumentsApi.as_view(),
+        name="api_project_documents",
+    ),
+    path(
         "projects/<int:project_id>/training-advice/",
         apis.TrainingAdviceApi.as_view(),
         name="api_training_advice",

@@ -9,11 +9,12 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from feedback.models import DatasetSnapshot, Project
 from inference.models import Engine, ModelVersion
-from training import policies, selectors, services
+from training import documents, policies, selectors, services
 from training.models import Method, TrainingRun
 from training.plots import line_chart
 
@@ -113,3 +114,21 @@ def run_requeue(request: HttpRequest, run_id: int) -> HttpResponse:
     except services.TrainingRunError as exc:
         messages.error(request, str(exc))
     return redirect("training_run", run_id=run.pk)
+
+
+@login_required
+@require_POST
+def documents_upload(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = get_object_or_404(Project, pk=project_id)
+    policies.access_training(user=request.user, project=project)
+    files = [(f.name, f.read()) for f in request.FILES.getlist("files")]
+    try:
+        report = documents.documents_upload(project=project, files=files)
+    except documents.DocumentUploadError as exc:
+        messages.error(request, f"Nothing was uploaded: {exc}")
+    else:
+        dup = f"; {len(report.duplicates)} already there" if report.duplicates else ""
+        messages.success(
+            request, f"Stored {len(report.stored)} file(s) with {report.documents} document(s){dup}."
+        )
+    return redirect(f"{reverse('training_runs')}?project={project.pk}")
