@@ -79,6 +79,13 @@ class TrainingScheduleAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         services.training_schedule_save(schedule=obj)  # the form's clean() ran the same checks
 
+    def delete_model(self, request, obj):
+        services.training_schedule_delete(schedule=obj)
+
+    def delete_queryset(self, request, queryset):
+        for schedule in queryset:
+            services.training_schedule_delete(schedule=schedule)
+
     @admin.action(description="Fire now (checks the label threshold)")
     def fire_now(self, request, queryset):
         for schedule in queryset:

@@ -634,18 +634,27 @@ def items_prioritise_by_reward(*, run_id: int, project_id: int | None = None, li
 
 
 # -- schedules ----------------------------------------------------------------------------------
-def new_labels_since(*, project: Project, method: str, after_annotation_id: int) -> int:
-    """Labels of the kind ``method`` trains on, made after the given annotation id."""
+def new_labels_since(
+    *, project: Project, method: str, after_annotation_id: int, export_filters: dict[str, Any] | None = None
+) -> int:
+    """Labels of the kind ``method`` trains on, made after the given annotation id, counted under
+    the export's annotation filters (the schedule's ``export_filters``: by default flagged
+    annotators and gold items left out), so the threshold counts what the snapshot will hold."""
+    from feedback.exports.services import freeze_filters
+    from feedback.exports.spec import ExportSpec
+
     kind = SNAPSHOT_KIND.get(Method(method))
     if kind == "preference":
-        qs = PreferencePair.objects.filter(prompt__project=project, is_tie=False)
+        qs = PreferencePair.objects.filter(is_tie=False)
     elif kind == "unpaired":
-        qs = BinaryLabel.objects.filter(candidate__prompt__project=project)
+        qs = BinaryLabel.objects.all()
     elif kind == "sft":
-        qs = Demonstration.objects.filter(prompt__project=project)
+        qs = Demonstration.objects.all()
     else:
         raise TrainingRunError(f"{method} runs on documents: it cannot be scheduled on new labels")
-    return qs.filter(annotation_id__gt=after_annotation_id).count()
+    spec = ExportSpec.from_dict({**(export_filters or {}), "kind": kind, "project_ids": [project.pk]})
+    q = spec.annotation_q(freeze_filters(spec), prefix="annotation__")
+    return qs.filter(q, annotation_id__gt=after_annotation_id).count()
 
 
 def _schedule_cutoff(schedule: TrainingSchedule) -> int:
@@ -712,6 +721,17 @@ def training_schedule_save(*, schedule: TrainingSchedule) -> TrainingSchedule:
     return schedule
 
 
+@transaction.atomic
+def training_schedule_delete(*, schedule: TrainingSchedule) -> None:
+    """Delete a schedule and its django-celery-beat PeriodicTask (beat would fire it forever)."""
+    task_id = schedule.periodic_task_id
+    schedule.delete()
+    if task_id is not None:
+        from django_celery_beat.models import PeriodicTask
+
+        PeriodicTask.objects.filter(pk=task_id).delete()
+
+
 def _schedule_start_version(schedule: TrainingSchedule) -> ModelVersion:
     if schedule.follow_latest:
         latest = (
@@ -732,7 +752,14 @@ def training_schedule_fire(*, schedule_id: int, now: datetime | None = None) -> 
     from feedback.exports.services import snapshot_create, snapshot_write
 
     now = now or timezone.now()
-    schedule = TrainingSchedule.objects.select_related("project", "last_run__snapshot").get(id=schedule_id)
+    schedule = (
+        TrainingSchedule.objects.select_related("project", "last_run__snapshot")
+        .filter(id=schedule_id)
+        .first()
+    )
+    if schedule is None:  # deleted after beat read its entry
+        logger.warning("training schedule %s no longer exists: nothing started", schedule_id)
+        return None
     if not schedule.enabled:
         decision = "disabled: nothing started"
         TrainingSchedule.objects.filter(pk=schedule.pk).update(last_checked_at=now, last_decision=decision)
@@ -743,7 +770,12 @@ def training_schedule_fire(*, schedule_id: int, now: datetime | None = None) -> 
         TrainingSchedule.objects.filter(pk=schedule.pk).update(last_checked_at=now, last_decision=decision)
         return None
     cutoff = _schedule_cutoff(schedule)
-    fresh = new_labels_since(project=schedule.project, method=schedule.method, after_annotation_id=cutoff)
+    fresh = new_labels_since(
+        project=schedule.project,
+        method=schedule.method,
+        after_annotation_id=cutoff,
+        export_filters=schedule.export_filters,
+    )
     unit = {"preference": "pairs", "unpaired": "thumbs labels", "sft": "demonstrations"}[
         SNAPSHOT_KIND[Method(schedule.method)]
     ]

@@ -12,7 +12,7 @@ from training import services
 logger = logging.getLogger(__name__)
 
 
-@shared_task(queue=Queue.GPU.value, acks_late=True)
+@shared_task(queue=Queue.GPU.value, acks_late=True, reject_on_worker_lost=True)
 def training_run_run(run_id: int) -> str:
     """Claim a queued run (or one whose worker died) and run its recipe in a child process."""
     if not services.training_run_claim(run_id=run_id):

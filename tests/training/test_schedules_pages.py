@@ -48,6 +48,39 @@ def test_schedule_below_threshold_starts_nothing_and_says_why(labelled, base_ver
 
 
 @pytest.mark.django_db
+def test_threshold_counts_what_the_export_keeps_and_delete_removes_the_beat_entry(labelled, base_version):
+    from django_celery_beat.models import PeriodicTask
+
+    from feedback.models import Annotation, Membership
+
+    project, _ = labelled("preference", n_prompts=6)
+    schedule = services.training_schedule_save(
+        schedule=TrainingSchedule(
+            name="s", project=project, method="dpo", parent_version=base_version,
+            trigger=Trigger.NEW_LABELS, min_new_labels=1,
+        )
+    )  # fmt: skip
+    assert services.new_labels_since(project=project, method="dpo", after_annotation_id=0) == 6
+    # The only annotator gets flagged: the export leaves their pairs out, so the schedule waits.
+    annotator = Annotation.objects.filter(item__project=project).first().annotator
+    Membership.objects.update_or_create(project=project, user=annotator, defaults={"flagged": True})
+    assert services.new_labels_since(project=project, method="dpo", after_annotation_id=0) == 0
+    kept = {"include_flagged_annotators": True}
+    assert (
+        services.new_labels_since(project=project, method="dpo", after_annotation_id=0, export_filters=kept)
+        == 6
+    )
+    assert services.training_schedule_fire(schedule_id=schedule.pk) is None
+    schedule.refresh_from_db()
+    assert "0 new pairs" in schedule.last_decision and not TrainingRun.objects.exists()
+
+    task_id = schedule.periodic_task_id
+    services.training_schedule_delete(schedule=schedule)
+    assert not PeriodicTask.objects.filter(pk=task_id).exists()
+    assert services.training_schedule_fire(schedule_id=schedule.pk) is None  # a beat entry read before
+
+
+@pytest.mark.django_db
 def test_nightly_schedule_uses_a_crontab_and_bad_config_is_refused(labelled, base_version):
     project, _ = labelled("preference", n_prompts=2, annotate=False)
     schedule = services.training_schedule_save(
