@@ -44,4 +44,3 @@ class CachedTokenAuthentication(TokenAuthentication):
                     _cache.clear()
                 _cache[key] = (now + ttl, user, token)
         return user, token
-

@@ -49,7 +49,9 @@ class Project(models.Model):
     gold_rate = models.FloatField(default=0.0, help_text="Share of next() calls that serve gold.")
     undo_window_seconds = models.PositiveIntegerField(default=60)
     min_agreement = models.FloatField(
-        default=0.0, help_text="Annotators whose gold accuracy falls below this are flagged."
+        default=0.0,
+        help_text="Annotators whose gold accuracy, or agreement (Krippendorff's alpha) with the others, "
+        "falls below this are flagged.",
     )
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
     created_at = models.DateTimeField(auto_now_add=True)

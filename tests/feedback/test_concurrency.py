@@ -225,7 +225,7 @@ def _hammer(tmp_path: Path, project_factory, user_factory, make_item) -> None:
     assert monitored["violations"] == [] and monitored["polls"] > 3
     full = sum(1 for _, count, _, required, _ in state["items"] if count == required)
     assert full >= 0.9 * ITEMS, (full, ITEMS)
-    assert sum(r["retried"] for r in reports) > 0 and sum(r["late"] for r in reports) >= 0
+    assert sum(r["retried"] for r in reports) > 0
     print(
         f"{connection.vendor}: {len(created)} annotations by {WORKERS} processes, {full}/{ITEMS} items full, "
         f"{sum(r['retried'] for r in reports)} retries, {sum(r['late'] for r in reports)} late submits refused, "

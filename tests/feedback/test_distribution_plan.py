@@ -41,7 +41,9 @@ def _plan(sql: str, params: list) -> str:
         return "\n".join(row[0] for row in cursor.fetchall())
 
 
-@pytest.mark.parametrize(("order", "index"), [("fewest", "item_open_fewest"), ("priority", "item_open_priority")])
+@pytest.mark.parametrize(
+    ("order", "index"), [("fewest", "item_open_fewest"), ("priority", "item_open_priority")]
+)
 def test_pick_uses_the_partial_index(busy_project, order, index):
     project, user = busy_project
     plan = _plan(_pick_sql(order, exclude=0), [project.pk, False, _dt(timezone.now()), user.pk, user.pk])

@@ -83,7 +83,7 @@ def options_from_args(args: argparse.Namespace):
     prefs = (
         tuple(args.preferences.split(","))
         if args.preferences
-        else (("shorter",) if tiny else ("shorter", "reason"))
+        else (("shorter",) if tiny else ("shorter", "sentence"))
     )
     length_methods = (
         tuple(args.methods.split(",")) if args.methods else (("dpo",) if tiny else ("dpo", "kto", "ppo"))

@@ -11,9 +11,10 @@ KTO estimates its KL term from mismatched completions *within a batch*, so the b
 more than one row and the trainer reads rows in order: this recipe shuffles them (seeded) first —
 thumbs exported prompt by prompt would otherwise put one prompt's rows together.
 
-Final evaluation: the trainer's reward means / margin / KL on the test split, plus
+Final evaluation: the trainer's reward means / KL on the test split, plus
 ``eval_label_accuracy``: the share of test rows whose implied reward
-(log pi - log pi_ref of the completion) has the sign of its label.
+(beta * (log pi - log pi_ref) of the completion) has the sign of its label, and
+``eval_reward_margin``: the mean implied reward of desirable minus undesirable test rows.
 """
 
 from __future__ import annotations
@@ -140,6 +141,11 @@ def run(cfg: Config) -> dict[str, Any]:
                     refl = completion_logps(policy, tok, prompts, comps, **kw)
             hits = [(p - r > 0) == row["label"] for p, r, row in zip(pol, refl, test, strict=True)]
             metrics["eval_label_accuracy"] = sum(hits) / len(hits)
+            implied = [cfg.beta * (p - r) for p, r in zip(pol, refl, strict=True)]
+            up = [x for x, row in zip(implied, test, strict=True) if row["label"]]
+            down = [x for x, row in zip(implied, test, strict=True) if not row["label"]]
+            if up and down:  # mean implied reward of desirable minus undesirable completions
+                metrics["eval_reward_margin"] = sum(up) / len(up) - sum(down) / len(down)
         return rr.finish(
             trainer=trainer,
             tokenizer=tok,

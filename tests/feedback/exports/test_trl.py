@@ -207,7 +207,8 @@ def test_sft_trainer_reads_demonstrations(labelled, tiny_dirs, tmp_path):
 
 def test_training_recipes_read_the_snapshot_folder(labelled):
     """The training helper's reader (training/recipes/data.py) accepts the folder as written."""
-    data = pytest.importorskip("training.recipes.data")
+    from training.recipes import data
+
     ranking, thumbs = labelled
     pref = _write("p", {"kind": "preference", "project_ids": [ranking.id]}, ("jsonl",))
     snap = data.load_snapshot(pref.path, kinds=("preference",))

@@ -59,6 +59,7 @@ def test_policy_methods_train_and_change_weights(tmp_path, tiny_lm, method, kind
         assert any("rewards/margins" in x for x in lines)
     if method == "kto":
         assert "eval_label_accuracy" in result["eval"] and "eval_kl" in result["eval"]
+        assert isinstance(result["eval"]["eval_reward_margin"], float)
         assert any("kl" in x for x in lines)
     if method == "sft":
         assert result["eval"]["eval_perplexity"] > 1
