@@ -558,7 +558,14 @@ def _succeed(run: TrainingRun, result: dict[str, Any], tail: str) -> TrainingRun
         if updated and run.method not in (Method.REWARD,):
             parent = run.parent_version
             adapter = result.get("save_mode") == "adapter"
-            engine = parent.engine if parent and parent.engine == Engine.VLLM else Engine.TRANSFORMERS
+            # vLLM in process loads any weights; a running OpenAI-compatible server (vllm serve)
+            # takes a new LoRA adapter over the base it serves, loaded live on register.
+            served_base = parent and parent.engine == Engine.OPENAI and adapter and not parent.adapter_path
+            engine = (
+                parent.engine
+                if parent and (parent.engine == Engine.VLLM or served_base)
+                else Engine.TRANSFORMERS
+            )
             model_version_register(
                 name=_version_name(run),
                 base_model=run.config["model_name_or_path"] if adapter else result["final_dir"],

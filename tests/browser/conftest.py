@@ -25,10 +25,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(
         reason=f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)"
     )
+    required = os.environ.get("ARBITER_REQUIRE_BROWSER") == "1"  # CI: a missing browser fails
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.browser)
             if not CHROMIUM.exists():
+                if required:
+                    raise pytest.UsageError(f"ARBITER_REQUIRE_BROWSER=1 but {CHROMIUM} is missing")
                 item.add_marker(skip)
 
 

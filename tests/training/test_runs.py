@@ -230,3 +230,42 @@ def test_reference_defaults_to_the_lineage_root(labelled, base_version):
         method="dpo", snapshot=snap, parent_version=child, config=SMALL, enqueue=False
     )
     assert run.config["ref_model_name_or_path"] == base_version.base_model
+
+
+@pytest.mark.django_db(transaction=True)
+def test_adapter_trained_from_a_served_base_is_loaded_into_the_running_server(
+    labelled, tiny_model_dir, training_dirs
+):
+    """Parent served by an OpenAI-compatible server (as by ``vllm serve FOLDER``): the run's LoRA
+    adapter is registered on the same server and loaded into it live, without a restart."""
+    from inference.engines.server import ModelServer
+    from inference.engines.transformers_engine import TransformersGenerator
+    from inference.models import Engine
+
+    def loader(path):
+        return TransformersGenerator(tiny_model_dir, adapter_path=path, device="cpu")
+
+    served = str(tiny_model_dir)  # vllm serve's default model name is the folder it was given
+    with ModelServer(
+        TransformersGenerator(served, device="cpu"), model_name=served, adapter_loader=loader
+    ).start() as server:
+        parent = ModelVersion.objects.create(
+            name="served-base",
+            base_model=served,
+            engine=Engine.OPENAI,
+            engine_settings={"base_url": server.url},
+        )
+        _, snap = labelled("preference")
+        run = services.training_run_create(
+            method="dpo",
+            snapshot=snap,
+            parent_version=parent,
+            config={**SMALL, "save_mode": "adapter"},
+            enqueue=False,
+        )
+        run = _run(run)
+        assert run.status == JobStatus.SUCCEEDED, run.error + run.log_tail
+        version = ModelVersion.objects.get(training_run=run)
+        assert version.engine == Engine.OPENAI and version.engine_settings["base_url"] == server.url
+        assert version.base_model == served and version.adapter_path == run.metrics["final_dir"]
+        assert version.name in [m["id"] for m in server.models()["data"]]
