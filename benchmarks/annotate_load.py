@@ -213,6 +213,12 @@ async def annotator(
 ) -> None:
     rng = random.Random()
     next_path = "/api/v1/bench/next/" if ceiling else f"/api/v1/projects/{project_id}/next/"
+
+    async def pause() -> None:
+        """The annotator's think time, after every attempt (a failed one too: no tight error loop)."""
+        if think_ms:
+            await asyncio.sleep(rng.expovariate(1.0 / (think_ms / 1000.0)))
+
     while time.perf_counter() < deadline:
         try:
             t0 = time.perf_counter()
@@ -222,6 +228,7 @@ async def annotator(
                 result.errors += 1
                 if len(result.error_samples) < 5:
                     result.error_samples.append(f"next {status} {data[:200]!r}")
+                await pause()
                 continue
             lease = json.loads(data)
             body = json.dumps(
@@ -242,6 +249,7 @@ async def annotator(
                 result.errors += 1
                 if len(result.error_samples) < 5:
                     result.error_samples.append(f"submit {status2} {data2[:200]!r}")
+                await pause()
                 continue
             if t2 <= deadline:
                 result.cycles += 1
@@ -255,8 +263,7 @@ async def annotator(
             if len(result.error_samples) < 5:
                 result.error_samples.append(f"{type(exc).__name__}: {exc}")
             conn.close()
-        if think_ms:
-            await asyncio.sleep(rng.expovariate(1.0 / (think_ms / 1000.0)))
+        await pause()
 
 
 async def run_phase(

@@ -300,7 +300,19 @@ def snapshot_push_to_hub(
     if snapshot.status != SnapshotStatus.WRITTEN or not folder.is_dir():
         raise ExportSpecError("write the snapshot with the 'hf' format first", field="push_to_hub")
     from datasets import load_from_disk
+    from huggingface_hub import HfApi
 
+    # The dataset card (counts, filters, agreement, licence) goes up first: push_to_hub then
+    # merges its own metadata (splits, features) into the README it finds in the repository.
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    api.upload_file(
+        path_or_fileobj=str(Path(snapshot.path) / "README.md"),
+        path_in_repo="README.md",
+        repo_id=repo_id,
+        repo_type="dataset",
+        commit_message=f"Dataset card of snapshot {snapshot.pk} ({snapshot.content_hash[:12]})",
+    )
     dataset = load_from_disk(str(folder))
     dataset.push_to_hub(repo_id, private=private, token=token)
     return f"https://huggingface.co/datasets/{repo_id}"

@@ -156,3 +156,43 @@ def test_progress_bar_while_writing(setup):
     c.force_login(users["admin"])
     html = c.get(f"/exports/{snap.pk}/").content.decode()
     assert 'http-equiv="refresh"' in html and 'value="10"' in html and 'max="36"' in html
+
+
+def test_push_to_hub_uploads_the_card_then_the_dataset(setup, monkeypatch):
+    """The Hub is not reachable here: its client is replaced by a recorder; the order and the files
+    handed to it are what is checked (the card first, so push_to_hub merges its metadata into it)."""
+    import datasets
+    import huggingface_hub
+
+    from feedback.exports.services import snapshot_push_to_hub
+
+    project, users = setup
+    api = client_for(users["admin"])
+    snap_id = api.post(
+        "/api/v1/snapshots/create/", body(project, name="hub", formats=["hf"]), format="json"
+    ).json()["id"]
+    calls: list[tuple] = []
+
+    class RecordingApi:
+        def __init__(self, token=None):
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create_repo", repo_id, kw["repo_type"], kw["private"]))
+
+        def upload_file(self, *, path_or_fileobj, path_in_repo, repo_id, repo_type, commit_message):
+            with open(path_or_fileobj, encoding="utf-8") as fh:
+                calls.append(("upload_file", path_in_repo, repo_type, fh.read()))
+
+    def push(self, repo_id, **kw):
+        calls.append(("push_to_hub", repo_id, sorted(self)))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    monkeypatch.setattr(datasets.DatasetDict, "push_to_hub", push)
+    snap = DatasetSnapshot.objects.get(pk=snap_id)
+    url = snapshot_push_to_hub(snapshot=snap, repo_id="me/data", token="hf_x")
+    assert url.endswith("/datasets/me/data")
+    assert [c[0] for c in calls] == ["token", "create_repo", "upload_file", "push_to_hub"]
+    card = calls[2][3]
+    assert calls[2][1:3] == ("README.md", "dataset") and snap.content_hash in card
+    assert calls[3][1] == "me/data" and "train" in calls[3][2]
