@@ -229,3 +229,17 @@ def test_a_redelivered_task_takes_over_a_job_its_dead_worker_left_running(projec
     job = services.generation_job_execute(job_id=job.pk, on_chunk=lambda ids, p: asked.extend(ids))
     assert job.status == JobStatus.SUCCEEDED and not set(asked) & done
     assert Candidate.objects.filter(generation_job=job).count() == 4
+
+
+def test_identical_outputs_are_kept_once(project_factory, version):
+    """Greedy decoding gives n identical answers: each prompt keeps one candidate, and a run of the
+    job again (resume) adds none."""
+    project = _project(project_factory, 3)
+    greedy = SamplingParams(max_new_tokens=8, temperature=0.0)
+    job = services.generation_job_create(
+        project=project, model_versions=[version], n=3, sampling_params=greedy, enqueue=False
+    )
+    job = _run(job)
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    per_prompt = [Candidate.objects.filter(prompt=p).count() for p in Prompt.objects.filter(project=project)]
+    assert per_prompt == [1, 1, 1]

@@ -269,3 +269,20 @@ def test_adapter_trained_from_a_served_base_is_loaded_into_the_running_server(
         assert version.engine == Engine.OPENAI and version.engine_settings["base_url"] == server.url
         assert version.base_model == served and version.adapter_path == run.metrics["final_dir"]
         assert version.name in [m["id"] for m in server.models()["data"]]
+
+
+@pytest.mark.django_db
+def test_a_run_past_its_time_limit_is_stopped_and_failed_with_no_version(labelled, base_version):
+    _, snap = labelled("preference", n_prompts=8)
+    run = services.training_run_create(
+        method="dpo",
+        snapshot=snap,
+        parent_version=base_version,
+        config={**SMALL, "max_steps": 400, "per_device_train_batch_size": 2},
+        timeout_s=3,
+        enqueue=False,
+    )
+    run = _run(run)
+    assert run.status == JobStatus.FAILED and "time limit (3 s)" in run.error
+    assert not ModelVersion.objects.filter(training_run=run).exists()
+    assert not (Path(run.output_dir) / "final").exists()

@@ -121,3 +121,26 @@ def test_cpt_cleans_dedupes_screens_and_packs(tmp_path, tiny_lm):
     assert report["pii_redacted"] == 1 and report["kept"] == 5
     assert result["blocks"]["train"] > 0 and "eval_perplexity" in result["eval"]
     assert _changed(_weights(tiny_lm), _weights(tmp_path / "out" / "final")) > 0
+
+
+def test_dpo_under_accelerate_launch_with_two_processes(tiny_lm, tmp_path):
+    """The same recipe under ``accelerate launch`` (2 data-parallel CPU processes, gloo): one final
+    folder, written by the main process, and the metrics of every step."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    snap = write_snapshot(tmp_path / "snap", "preference")
+    cfg = base_config(tiny_lm, snap, tmp_path / "out", per_device_train_batch_size=2)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "training.recipes.dpo", "--config", str(tmp_path / "run.yaml")]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    _check_run(tmp_path / "out", result, "dpo")
+    assert _changed(_weights(tiny_lm), _weights(tmp_path / "out" / "final")) > 0
