@@ -105,7 +105,7 @@ def options_from_args(args: argparse.Namespace):
         annotators=args.annotators,
         noise=args.noise,
         candidates=args.candidates,
-        max_new_tokens=args.max_new_tokens or (24 if tiny else 64),
+        max_new_tokens=args.max_new_tokens or (24 if tiny else 128),
         train_prompts=args.train_prompts or (48 if tiny else None),
         heldout_prompts=args.heldout_prompts or (24 if tiny else None),
         seed=args.seed,

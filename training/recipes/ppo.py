@@ -197,7 +197,9 @@ def run(cfg: Config) -> dict[str, Any]:
         snap = load_snapshot(
             cfg.snapshot_dir,
             kinds=cfg.SNAPSHOT_KINDS,
-            drop_truncated=cfg.drop_truncated,
+            # PPO reads only the prompts (the policy writes its own answers): a row whose stored
+            # answer was cut off still brings a good prompt, so truncation drops nothing here.
+            drop_truncated=False,
             keep_optional=(),
             max_train_rows=cfg.max_train_rows,
             seed=cfg.seed,
