@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     options = options_from_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    # A plain `kill` unwinds like Ctrl-C: the stack (web server, workers) is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     owned = args.data_dir is None
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="arbiter-closed-loop-")).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
