@@ -67,19 +67,30 @@ class LoopOptions:
 
 def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, Any]:
     """Recipe settings for the loop, as measured on the demo model on a loaded 2-core CPU
-    (90 train prompts x 4 candidates of 64 tokens, 10 % label noise, greedy held-out answers):
+    (90 train prompts x 4 candidates, 10 % label noise, greedy held-out answers on 30 prompts).
 
-    - DPO (LoRA r16, beta 0.1, lr 2e-4, 2 epochs): shorter-wins 0.77; with an SFT term
-      (lr 3e-4) 0.73. Content (one sentence), 1 epoch: 0.65; round 2 from it: 0.83, but 2/30
-      held-out answers looped (degenerate).
-    - KTO (lr 2e-4, 1 epoch, 49 up / 247 down, balanced weights): 0.78, but 4/30 answers looped:
-      try lr 1e-4.
+    With 128 new tokens (the demo default since 2026-12-01; 44 % of sampled base answers finish,
+    against 26 % at 64 tokens, so far more pairs have a finished preferred answer):
+
+    - DPO (LoRA r16, beta 0.1, lr 2e-4, 2 epochs, 209 of 239 pairs kept): shorter-wins 0.93,
+      0/30 empty or looping, mean 10.7 words against the base's 76.7 (19/30 base answers cut off).
+      54 steps of ~15 s each on 2 idle cores.
+    - KTO (lr 2e-4, 1 epoch, 322 thumbs): shorter-wins 0.85, but 2/30 answers looped (a repeated
+      line, "1.1.1.…"): lower the learning rate (1e-4) before a second round.
+
+    With 64 new tokens (earlier runs; 96 % of base answers cut off):
+
+    - DPO 2 epochs: shorter-wins 0.77; with an SFT term (lr 3e-4) 0.73. Content (one sentence),
+      1 epoch: 0.65; round 2 from it: 0.83, but 2/30 held-out answers looped (degenerate).
+    - KTO (lr 2e-4, 1 epoch, 49 up / 247 down, balanced weights): 0.78, but 4/30 answers looped.
     - Reward model (LoRA r16, lr 2e-4, 2 epochs, all ranking pairs): 0.88 noise-free held-out
       pairwise accuracy (0.72 on the snapshot's own noisy test labels).
     - PPO (lr 5e-5, 2 epochs = 7 rollout batches of 8, kl 0.05, missing-EOS penalty 1): 0.47,
-      the policy did not move; it needs many more updates (max_steps) and/or a higher LoRA lr.
-    - ``drop_truncated: chosen`` everywhere: 96 % of base answers are cut off at 64 tokens, and
-      dropping every row with a cut-off side leaves almost nothing to learn from.
+      the policy did not move. It had seen 28 of 77 prompts: the PPO recipe now keeps every
+      prompt (cut-off stored answers no longer drop theirs), so 2 epochs are ~20 rollout batches;
+      not measured since. At 128 tokens a reward step takes ~25 s here (54 steps: ~22 min).
+    - ``drop_truncated: chosen`` everywhere: dropping every row with a cut-off side leaves almost
+      nothing to learn from.
     """
     common: dict[str, Any] = {
         "device": "cpu",
