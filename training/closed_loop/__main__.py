@@ -96,13 +96,7 @@ def options_from_args(args: argparse.Namespace):
         method, dot, field = key.partition(".")
         if not sep or not dot:
             raise SystemExit(f"--set expects METHOD.KEY=VALUE, got {item!r}")
-        value = yaml.safe_load(raw)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        overrides.setdefault(method, {})[field] = value
+        overrides.setdefault(method, {})[field] = yaml.safe_load(raw)
     return LoopOptions(
         tiny=tiny,
         rounds=args.rounds,

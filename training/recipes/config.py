@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -278,12 +279,17 @@ class RecipeConfig:
         return cls.from_dict(data, source=str(path))
 
 
+#: A number that YAML 1.1 (PyYAML) leaves as a string: an exponent without a dot, like 1e-4.
+YAML11_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def _conforms(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Check ``value`` against a simple annotation; ints are accepted (and converted) for floats."""
+    """Check ``value`` against a simple annotation; ints and exponent strings are accepted (and
+    converted) for floats."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
@@ -317,6 +323,8 @@ def _conforms(value: Any, tp: Any) -> tuple[bool, Any]:
             return False, value
         if isinstance(value, int | float):
             return True, float(value)
+        if isinstance(value, str) and YAML11_NUMBER.fullmatch(value.strip()):
+            return True, float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string
         return False, value
     if tp is str:
         return isinstance(value, str), value

@@ -67,6 +67,11 @@ def test_yaml_loading_overrides_and_syntax_errors(tmp_path):
     )
     cfg = recipe("sft").Config.from_yaml(good, ["max_steps=7", "use_lora=false"])
     assert cfg.max_steps == 7 and cfg.use_lora is False and cfg.learning_rate == 2e-4
+    # YAML 1.1 reads an exponent without a dot ("1e-4") as a string: still a float here
+    cfg = recipe("sft").Config.from_yaml(good, ["learning_rate=1e-4", "weight_decay=5E-2"])
+    assert cfg.learning_rate == 1e-4 and cfg.weight_decay == 0.05
+    with pytest.raises(ConfigError, match="learning_rate"):
+        recipe("sft").Config.from_yaml(good, ["learning_rate=fast"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("model_name_or_path: m\nsnapshot_dir: [s\noutput_dir: o\n")
     with pytest.raises(ConfigError, match=r"bad.yaml:\d"):
