@@ -6,6 +6,7 @@ Every 4xx answer has the body ``{"code": "<machine-readable>", "message": "<for 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -101,10 +102,41 @@ class Pagination(PageNumberPagination):
     max_page_size = 500
 
 
+class ProcessThrottleStore:
+    """Where the throttles keep each client's request times: this process's memory, as Django's default
+    (local-memory) cache did, but without pickling the whole history on every request (that cost ~0.15 ms a
+    request on the annotate hot path). Each process counts on its own, as before: with N server processes a
+    client may reach up to N times the rate."""
+
+    MAX_KEYS = 100_000
+
+    def __init__(self) -> None:
+        self._data: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def set(self, key: str, value: list[float], timeout: float | None = None) -> None:
+        with self._lock:
+            if len(self._data) >= self.MAX_KEYS and key not in self._data:
+                self._data.clear()
+            self._data[key] = value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+throttle_store = ProcessThrottleStore()
+
+
 class _LiveRate:
-    """Read the rate from the settings at call time (so a test or deployment can change it)."""
+    """Read the rate from the settings at call time (so a test or deployment can change it); keep the
+    history in throttle_store."""
 
     scope: str
+    cache = throttle_store
 
     def get_rate(self) -> str | None:
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)

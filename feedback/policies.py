@@ -15,9 +15,11 @@ may create projects.
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from feedback.errors import Forbidden, NotFound
 from feedback.models import Annotation, Membership, Project, Role
@@ -48,28 +50,37 @@ def _superuser_membership(user: AbstractBaseUser, project: Project) -> Membershi
     return Membership(project=project, user=user, role=Role.ADMIN)
 
 
+@functools.lru_cache(maxsize=2)
+def _membership_sql(vendor: str) -> str:
+    columns = ", ".join(f"p.{connection.ops.quote_name(f.column)}" for f in Project._meta.concrete_fields)
+    return (
+        f"SELECT {columns}, m.id, m.role, m.flagged"
+        f" FROM {Project._meta.db_table} p JOIN {Membership._meta.db_table} m ON m.project_id = p.id"
+        " WHERE p.id = %s AND m.user_id = %s"
+    )
+
+
 def _membership_with_project(*, user_id: int, project_id: int) -> Membership | None:
     """Membership and project in one statement, without the ORM's query compiler (this runs on every
-    next/submit-side request; see DESIGN.md on per-request cost)."""
-    project_table = Project._meta.db_table
-    membership_table = Membership._meta.db_table
-    rows = list(
-        Project.objects.raw(
-            f"SELECT p.*, m.id AS membership_id, m.role AS membership_role, m.flagged AS membership_flagged"
-            f" FROM {project_table} p JOIN {membership_table} m ON m.project_id = p.id"
-            " WHERE p.id = %s AND m.user_id = %s",
-            [project_id, user_id],
-        )
-    )
-    if not rows:
+    next/submit-side request; see DESIGN.md on per-request cost). Column values go through each field's and
+    the backend's converters, as the ORM would (JSON, booleans and datetimes on SQLite)."""
+    db = connections[DEFAULT_DB_ALIAS]
+    with db.cursor() as cursor:
+        cursor.execute(_membership_sql(db.vendor), [project_id, user_id])
+        row = cursor.fetchone()
+    if row is None:
         return None
-    project = rows[0]
+    fields = Project._meta.concrete_fields
+    values = []
+    for field, value in zip(fields, row, strict=False):
+        col = field.get_col(Project._meta.db_table)
+        for convert in col.get_db_converters(db):
+            value = convert(value, col, db)
+        values.append(value)
+    project = Project.from_db(DEFAULT_DB_ALIAS, [f.attname for f in fields], values)
+    membership_id, role, flagged = row[len(fields) :]
     membership = Membership(
-        id=project.membership_id,
-        project=project,
-        user_id=user_id,
-        role=project.membership_role,
-        flagged=bool(project.membership_flagged),
+        id=membership_id, project=project, user_id=user_id, role=role, flagged=bool(flagged)
     )
     membership._state.adding = False
     return membership

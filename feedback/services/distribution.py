@@ -5,7 +5,10 @@ for every item, ``annotations_count + live leases <= annotations_required``.
 
 How each backend makes racing ``next`` calls safe:
 - SQLite: every transaction starts with BEGIN IMMEDIATE (config/settings/base.py), so writers are serialised
-  from the first statement; the pick and the insert see one consistent database.
+  from the first statement. The pick reads a window of free items outside any write transaction (WAL: it
+  never waits for the writer); the lock is then held for one INSERT ... SELECT that re-checks each of them
+  against the latest commit and leases the first with room. Holding the one write lock for the pick, as a
+  first version did, capped throughput at the pick's speed (measured in benchmarks/annotate_load.py).
 - PostgreSQL (READ COMMITTED): the pick locks the item row with ``FOR UPDATE SKIP LOCKED``; the lease is then
   inserted by a *second* statement that re-counts live leases while the row lock is held. A statement
   takes a fresh snapshot, so it sees leases that another ``next`` committed just before we locked the row
@@ -14,8 +17,9 @@ Submit turns a lease into an annotation under the same row lock (it updates the 
 ``annotations_count + live leases`` never grows.
 
 SQL per call on the hot path (statements sent through Django's cursor; BEGIN is one on SQLite):
-- next: [BEGIN (SQLite) | SET LOCAL synchronous_commit = off (PostgreSQL)] + live-lease check + pick (item,
-  prompt and candidates in one row) + insert = 4 (two more per re-pick on PostgreSQL).
+- next: live-lease check + pick (item, prompt and candidates in one row; SQLite: a window of them) +
+  [BEGIN + insert (SQLite) | SET LOCAL synchronous_commit = off + insert (PostgreSQL)] = 4 (two more per
+  re-pick on PostgreSQL, three per re-read window on SQLite).
 - submit, SQLite: BEGIN + delete lease (RETURNING order shown) + update item (RETURNING kind) + insert
   annotation + insert derived rows = 5 (6 with a demonstration).
 - submit, PostgreSQL: delete lease and update item in one statement + annotation and all derived rows in one
@@ -24,16 +28,17 @@ SQL per call on the hot path (statements sent through Django's cursor; BEGIN is 
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -63,6 +68,7 @@ from feedback.models import (
 from feedback.services.payloads import validate_extras, validate_payload
 
 MAX_PICK_ATTEMPTS = 8
+PICK_WINDOW = 8  # SQLite: free items read per pick, outside the write lock
 
 T_ITEM = Item._meta.db_table
 T_LEASE = Lease._meta.db_table
@@ -177,18 +183,28 @@ def _from_db(model: type[Any], values: dict[str, Any]) -> Any:
     return model.from_db("default", names, [values[n] for n in names])
 
 
+@functools.lru_cache(maxsize=128)
+def _insert_plan(
+    model: type[Any], names: tuple[str, ...], n: int, returning: str, vendor: str
+) -> tuple[str, list]:
+    """The INSERT's SQL text and fields, built once per shape (model, columns, rows) and backend."""
+    fields = [model._meta.get_field(name) for name in names]
+    qn = connection.ops.quote_name
+    one = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = (
+        f"INSERT INTO {model._meta.db_table} ({', '.join(qn(f.column) for f in fields)})"
+        f" VALUES {', '.join([one] * n)} RETURNING {qn(returning)}"
+    )
+    return sql, fields
+
+
 def _insert(model: type[Any], rows: list[dict[str, Any]], *, returning: str = "id") -> list[Any]:
     """INSERT the rows in one statement (RETURNING one column): the hot path skips the ORM's query compiler.
     Values are adapted by each field, exactly as the ORM would (JSON, datetimes, booleans)."""
-    fields = [model._meta.get_field(name) for name in rows[0]]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    one = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    params = [f.get_db_prep_save(row[f.name], connection) for row in rows for f in fields]
-    sql = (
-        f"INSERT INTO {model._meta.db_table} ({columns}) VALUES {', '.join([one] * len(rows))}"
-        f" RETURNING {connection.ops.quote_name(returning)}"
-    )
-    with connection.cursor() as cursor:
+    db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: the `connection` proxy costs a lookup per use
+    sql, fields = _insert_plan(model, tuple(rows[0]), len(rows), returning, db.vendor)
+    params = [f.get_db_prep_save(row[f.name], db) for row in rows for f in fields]
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
         return [r[0] for r in cursor.fetchall()]
 
@@ -239,7 +255,7 @@ def _candidates_sql() -> str:
     )
 
 
-def _pick_sql(order: str, *, exclude: int) -> str:
+def _pick_sql(order: str, *, exclude: int, limit: int = 1) -> str:
     pg = _is_pg()
     if order == AssignmentOrder.PRIORITY:
         order_by, index = "i.priority DESC, i.id", "item_open_priority"
@@ -267,7 +283,7 @@ def _pick_sql(order: str, *, exclude: int) -> str:
         f" AND NOT EXISTS (SELECT 1 FROM {T_ANN} a WHERE a.item_id = i.id AND a.annotator_id = %s)"
         f" AND NOT EXISTS (SELECT 1 FROM {T_SKIP} s WHERE s.item_id = i.id AND s.annotator_id = %s)"
         f"{random_pivot}{not_in}"
-        f" ORDER BY {order_by} LIMIT 1{lock}"
+        f" ORDER BY {order_by} LIMIT {int(limit)}{lock}"
     )
 
 
@@ -283,6 +299,34 @@ def _insert_lease_sql() -> str:
         f" ON CONFLICT (item_id, annotator_id) DO UPDATE SET order_shown = excluded.order_shown,"
         f" created_at = excluded.created_at, expires_at = excluded.expires_at"
         f" RETURNING id"
+    )
+
+
+def _order_by(order: str) -> str:
+    if order == AssignmentOrder.PRIORITY:
+        return "i.priority DESC, i.id"
+    if order == AssignmentOrder.RANDOM:
+        return "i.id"
+    return "i.annotations_count, i.id"
+
+
+def _insert_lease_among_sql(order: str, n: int) -> str:
+    """SQLite, under the write lock: lease the first of ``n`` picked items (in the project's order, by the
+    latest commit) that still has room for this annotator. The order shown was drawn beforehand per item."""
+    ids = ", ".join(["%s"] * n)
+    case = " ".join(["WHEN %s THEN %s"] * n)
+    return (
+        f"INSERT INTO {T_LEASE} (item_id, annotator_id, order_shown, created_at, expires_at)"
+        f" SELECT i.id, %s, CASE i.id {case} END, %s, %s FROM {T_ITEM} i"
+        f" WHERE i.id IN ({ids}) AND i.is_open AND i.is_gold = %s"
+        f" AND i.annotations_count + (SELECT COUNT(*) FROM {T_LEASE} l"
+        f"   WHERE l.item_id = i.id AND l.expires_at > %s) < i.annotations_required"
+        f" AND NOT EXISTS (SELECT 1 FROM {T_ANN} a WHERE a.item_id = i.id AND a.annotator_id = %s)"
+        f" AND NOT EXISTS (SELECT 1 FROM {T_SKIP} s WHERE s.item_id = i.id AND s.annotator_id = %s)"
+        f" ORDER BY {_order_by(order)} LIMIT 1"
+        f" ON CONFLICT (item_id, annotator_id) DO UPDATE SET order_shown = excluded.order_shown,"
+        f" created_at = excluded.created_at, expires_at = excluded.expires_at"
+        f" RETURNING id, item_id"
     )
 
 
@@ -344,18 +388,51 @@ def lease_candidates(*, lease: Lease) -> list[Candidate]:
     return lease.candidates_shown  # type: ignore[attr-defined]
 
 
-def _lease_one(*, project: Project, user: AbstractBaseUser, now: datetime, gold: bool) -> Lease | None:
+def _pick_params(
+    *, project: Project, user: AbstractBaseUser, now_p: Any, gold: bool, pivot: float, tried: list[int]
+) -> list[Any]:
+    params: list[Any] = [project.pk, gold, now_p, user.pk, user.pk]
+    if project.assignment_order == AssignmentOrder.RANDOM:
+        params += [project.pk, pivot, project.pk, project.pk]
+    return params + tried
+
+
+def _shuffled(row: Sequence[Any]) -> list[dict[str, Any]]:
+    """The picked row's candidates (column 8: a JSON array), in a random order to show them."""
+    raw = sorted(_loads(row[8]) or [], key=lambda c: c["position"])
+    random.shuffle(raw)
+    return raw
+
+
+def _as_candidates(row: Sequence[Any], raw: list[dict[str, Any]]) -> list[Candidate]:
+    return [
+        _from_db(
+            Candidate,
+            {
+                "id": c["id"],
+                "prompt_id": row[1],
+                "model_version_id": c["model_version_id"],
+                "text": c["text"],
+                "finish_reason": c["finish_reason"],
+            },
+        )
+        for c in raw
+    ]
+
+
+def _lease_one_pg(*, project: Project, user: AbstractBaseUser, now: datetime, gold: bool) -> Lease | None:
+    """PostgreSQL, inside the caller's transaction: lock one free item (SKIP LOCKED), then insert the lease with
+    a statement that re-counts live leases in a fresh snapshot; pick again if it was filled meanwhile."""
     expires_at = now + timedelta(seconds=project.lease_ttl_seconds)
     now_p = _dt(now)
     tried: list[int] = []
     wrap = False
     with connection.cursor() as cursor:
         for _ in range(MAX_PICK_ATTEMPTS):
-            params: list[Any] = [project.pk, gold, now_p, user.pk, user.pk]
-            if project.assignment_order == AssignmentOrder.RANDOM:
-                pivot = 0.0 if wrap else random.random()
-                params += [project.pk, pivot, project.pk, project.pk]
-            params += tried
+            pivot = 0.0 if wrap else random.random()
+            params = _pick_params(
+                project=project, user=user, now_p=now_p, gold=gold, pivot=pivot, tried=tried
+            )
             cursor.execute(_pick_sql(project.assignment_order, exclude=len(tried)), params)
             row = cursor.fetchone()
             if row is None:
@@ -363,21 +440,7 @@ def _lease_one(*, project: Project, user: AbstractBaseUser, now: datetime, gold:
                     wrap = True  # nothing at or after the pivot: start again from the first item
                     continue
                 return None
-            raw = sorted(_loads(row[8]) or [], key=lambda c: c["position"])
-            candidates = [
-                _from_db(
-                    Candidate,
-                    {
-                        "id": c["id"],
-                        "prompt_id": row[1],
-                        "model_version_id": c["model_version_id"],
-                        "text": c["text"],
-                        "finish_reason": c["finish_reason"],
-                    },
-                )
-                for c in raw
-            ]
-            random.shuffle(candidates)
+            candidates = _as_candidates(row, _shuffled(row))
             order_shown = [c.pk for c in candidates]
             cursor.execute(
                 _insert_lease_sql(),
@@ -399,6 +462,54 @@ def _lease_one(*, project: Project, user: AbstractBaseUser, now: datetime, gold:
     return None
 
 
+def _lease_one_sqlite(*, project: Project, user: AbstractBaseUser, now: datetime, gold: bool) -> Lease | None:
+    """SQLite: read a window of PICK_WINDOW free items (and their content) *outside* the write lock (in WAL
+    mode a reader never waits for the writer), then hold the lock for one statement only: the INSERT that
+    leases the first of them that still has room by the latest commit. The lock is the bottleneck of every
+    writer on SQLite, so the pick must not run under it."""
+    expires_at = now + timedelta(seconds=project.lease_ttl_seconds)
+    now_p = _dt(now)
+    order = project.assignment_order
+    tried: list[int] = []
+    wrap = False
+    for _ in range(MAX_PICK_ATTEMPTS):
+        pivot = 0.0 if wrap else random.random()
+        params = _pick_params(project=project, user=user, now_p=now_p, gold=gold, pivot=pivot, tried=tried)
+        with connection.cursor() as cursor:
+            cursor.execute(_pick_sql(order, exclude=len(tried), limit=PICK_WINDOW), params)
+            rows = cursor.fetchall()
+        if not rows:
+            if order == AssignmentOrder.RANDOM and not wrap:
+                wrap = True  # nothing at or after the pivot: start again from the first item
+                continue
+            return None
+        shown = {row[0]: [c["id"] for c in _shuffled(row)] for row in rows}
+        insert_params: list[Any] = [user.pk]
+        for item_id, order_shown in shown.items():
+            insert_params += [item_id, _json_param(order_shown)]
+        insert_params += [_dt(now), _dt(expires_at), *shown, gold, now_p, user.pk, user.pk]
+        with write_transaction():
+            with connection.cursor() as cursor:
+                cursor.execute(_insert_lease_among_sql(order, len(shown)), insert_params)
+                inserted = cursor.fetchone()
+        if inserted is not None:
+            lease_id, item_id = inserted
+            row = next(row for row in rows if row[0] == item_id)
+            by_id = {c["id"]: c for c in _loads(row[8])}
+            return _build_lease(
+                lease_id=lease_id,
+                project=project,
+                user=user,
+                item_row=row,
+                order_shown=shown[item_id],
+                candidates=_as_candidates(row, [by_id[c] for c in shown[item_id]]),
+                now=now,
+                expires_at=expires_at,
+            )
+        tried += shown  # all of them were filled since our read: read the next window
+    return None
+
+
 def item_next(*, project: Project, user: AbstractBaseUser) -> Lease | None:
     """Lease one item of the project to the user for the project's TTL, or None when nothing is left.
 
@@ -409,9 +520,12 @@ def item_next(*, project: Project, user: AbstractBaseUser) -> Lease | None:
     The returned lease carries ``item`` (with ``prompt``) and ``candidates_shown`` in display order.
     """
     now = timezone.now()
-    with write_transaction():
+    pg = _is_pg()
+    # PostgreSQL: one transaction (the row lock must outlive the insert). SQLite: reads in autocommit, and
+    # _lease_one_sqlite takes the write lock for its insert alone.
+    with transaction.atomic() if pg else nullcontext():
         with connection.cursor() as cursor:
-            if _is_pg():
+            if pg:
                 # A lease is worth nothing after a crash (it would only expire): do not wait for the WAL flush
                 # (~4 ms here). Submits keep full durability.
                 cursor.execute("SET LOCAL synchronous_commit = off")
@@ -428,8 +542,9 @@ def item_next(*, project: Project, user: AbstractBaseUser) -> Lease | None:
             lease_candidates(lease=live)
             return live
         want_gold = project.gold_rate > 0 and random.random() < project.gold_rate
+        lease_one = _lease_one_pg if pg else _lease_one_sqlite
         for gold in (True, False) if want_gold else (False,):
-            lease = _lease_one(project=project, user=user, now=now, gold=gold)
+            lease = lease_one(project=project, user=user, now=now, gold=gold)
             if lease is not None:
                 return lease
     return None

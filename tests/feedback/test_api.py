@@ -278,16 +278,16 @@ def test_throttling_per_user(crew, api_for):
 
     rates = {**api_settings.DEFAULT_THROTTLE_RATES, "user": "3/min"}
     with override_settings(REST_FRAMEWORK={**_rf(), "DEFAULT_THROTTLE_RATES": rates}):
-        from django.core.cache import cache
+        from feedback.api_support import throttle_store
 
-        cache.clear()
+        throttle_store.clear()
         a, b = api_for(crew.annotator), api_for(crew.reviewer)
         codes = [a.get("/api/v1/projects/").status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
         r = a.get("/api/v1/projects/")
         assert r.json()["code"] == "throttled" and r.json()["details"]["retry_after_s"] > 0
         assert b.get("/api/v1/projects/").status_code == 200  # per user
-        cache.clear()
+        throttle_store.clear()
 
 
 def _rf():

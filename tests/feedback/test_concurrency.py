@@ -252,9 +252,11 @@ def test_stale_pick_is_rechecked_under_the_row_lock(monkeypatch, project_factory
 
     real_pick = distribution._pick_sql
 
-    def stale_pick(order: str, *, exclude: int) -> str:
+    def stale_pick(order: str, *, exclude: int, limit: int = 1) -> str:
         # what a stale snapshot sees: no live leases anywhere
-        return real_pick(order, exclude=exclude).replace("l.expires_at > %s", "l.expires_at > %s AND 1 = 0")
+        return real_pick(order, exclude=exclude, limit=limit).replace(
+            "l.expires_at > %s", "l.expires_at > %s AND 1 = 0"
+        )
 
     monkeypatch.setattr(distribution, "_pick_sql", stale_pick)
     lease = distribution.item_next(project=project, user=late)
