@@ -18,8 +18,9 @@ Submit turns a lease into an annotation under the same row lock (it updates the 
 
 SQL per call on the hot path (statements sent through Django's cursor; BEGIN is one on SQLite):
 - next: live-lease check + pick (item, prompt and candidates in one row; SQLite: a window of them) +
-  [BEGIN + insert (SQLite) | SET LOCAL synchronous_commit = off + insert (PostgreSQL)] = 4 (two more per
-  re-pick on PostgreSQL, three per re-read window on SQLite).
+  [BEGIN + insert (SQLite) | insert (PostgreSQL; SET LOCAL synchronous_commit = off rides on the live-lease
+  check)] = 4 on SQLite, 3 on PostgreSQL (two more per re-pick on PostgreSQL, three per re-read window on
+  SQLite).
 - submit, SQLite: BEGIN + delete lease (RETURNING order shown) + update item (RETURNING kind) + insert
   annotation + insert derived rows = 5 (6 with a demonstration).
 - submit, PostgreSQL: delete lease and update item in one statement + annotation and all derived rows in one
@@ -524,18 +525,21 @@ def item_next(*, project: Project, user: AbstractBaseUser) -> Lease | None:
     # PostgreSQL: one transaction (the row lock must outlive the insert). SQLite: reads in autocommit, and
     # _lease_one_sqlite takes the write lock for its insert alone.
     with transaction.atomic() if pg else nullcontext():
+        live_sql = (
+            f"SELECT l.id FROM {T_LEASE} l JOIN {T_ITEM} i ON i.id = l.item_id"
+            " WHERE l.annotator_id = %s AND i.project_id = %s AND l.expires_at > %s"
+            " ORDER BY l.created_at DESC LIMIT 1"
+        )
+        if pg:
+            # A lease is worth nothing after a crash (it would only expire): do not wait for the WAL flush
+            # (~4 ms here); submits keep full durability. set_config(..., true) is SET LOCAL, in the same
+            # statement as the live-lease check (one round trip fewer).
+            live_sql = f"SELECT ({live_sql}), set_config('synchronous_commit', 'off', true)"
         with connection.cursor() as cursor:
-            if pg:
-                # A lease is worth nothing after a crash (it would only expire): do not wait for the WAL flush
-                # (~4 ms here). Submits keep full durability.
-                cursor.execute("SET LOCAL synchronous_commit = off")
-            cursor.execute(
-                f"SELECT l.id FROM {T_LEASE} l JOIN {T_ITEM} i ON i.id = l.item_id"
-                " WHERE l.annotator_id = %s AND i.project_id = %s AND l.expires_at > %s"
-                " ORDER BY l.created_at DESC LIMIT 1",
-                [user.pk, project.pk, _dt(now)],
-            )
+            cursor.execute(live_sql, [user.pk, project.pk, _dt(now)])
             live_id = cursor.fetchone()
+        if live_id is not None and live_id[0] is None:  # PostgreSQL: a row, but no live lease
+            live_id = None
         if live_id is not None:  # a reload: the same item, same order (two more statements, off the hot path)
             live = Lease.objects.select_related("item__prompt").get(pk=live_id[0])
             live.item.project = project
