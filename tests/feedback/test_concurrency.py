@@ -263,3 +263,30 @@ def test_stale_pick_is_rechecked_under_the_row_lock(monkeypatch, project_factory
     assert lease is not None and lease.item_id == free.pk  # the full item was refused, the next one taken
     assert Lease.objects.filter(item=full).count() == 1
     assert distribution.item_next(project=project, user=user_factory()) is None  # both full now
+
+
+def test_sqlite_reads_the_next_window_when_a_whole_window_was_taken(
+    monkeypatch, project_factory, user_factory, make_item
+):
+    """SQLite reads PICK_WINDOW free items outside the write lock; when every one of them was taken by the time
+    of the insert (a stale read), the insert leases nothing and the next window is read."""
+    from feedback.models import Lease
+    from feedback.services import distribution
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the window is SQLite's path; PostgreSQL locks one row at a time (test above)")
+    project = project_factory(annotations_required=1)
+    items = [make_item(project) for _ in range(distribution.PICK_WINDOW + 2)]
+    for _ in range(distribution.PICK_WINDOW):
+        distribution.item_next(project=project, user=user_factory())
+    real_pick = distribution._pick_sql
+
+    def stale_pick(order: str, *, exclude: int, limit: int = 1) -> str:
+        return real_pick(order, exclude=exclude, limit=limit).replace(
+            "l.expires_at > %s", "l.expires_at > %s AND 1 = 0"
+        )
+
+    monkeypatch.setattr(distribution, "_pick_sql", stale_pick)
+    lease = distribution.item_next(project=project, user=user_factory())
+    assert lease is not None and lease.item_id == items[distribution.PICK_WINDOW].pk
+    assert all(Lease.objects.filter(item=item).count() == 1 for item in items[: distribution.PICK_WINDOW + 1])
