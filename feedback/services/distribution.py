@@ -256,14 +256,20 @@ def _candidates_sql() -> str:
     )
 
 
+def _order_by(order: str) -> str:
+    if order == AssignmentOrder.PRIORITY:
+        return "i.priority DESC, i.id"
+    if order == AssignmentOrder.RANDOM:
+        return "i.id"
+    return "i.annotations_count, i.id"
+
+
 def _pick_sql(order: str, *, exclude: int, limit: int = 1) -> str:
     pg = _is_pg()
-    if order == AssignmentOrder.PRIORITY:
-        order_by, index = "i.priority DESC, i.id", "item_open_priority"
-    elif order == AssignmentOrder.RANDOM:
-        order_by, index = "i.id", ""
-    else:
-        order_by, index = "i.annotations_count, i.id", "item_open_fewest"
+    order_by = _order_by(order)
+    index = {AssignmentOrder.PRIORITY: "item_open_priority", AssignmentOrder.RANDOM: ""}.get(
+        order, "item_open_fewest"
+    )
     # SQLite may ignore a partial index and walk finished items (DESIGN.md): name it explicitly.
     indexed = f" INDEXED BY {index}" if index and not pg else ""
     random_pivot = (
@@ -301,14 +307,6 @@ def _insert_lease_sql() -> str:
         f" created_at = excluded.created_at, expires_at = excluded.expires_at"
         f" RETURNING id"
     )
-
-
-def _order_by(order: str) -> str:
-    if order == AssignmentOrder.PRIORITY:
-        return "i.priority DESC, i.id"
-    if order == AssignmentOrder.RANDOM:
-        return "i.id"
-    return "i.annotations_count, i.id"
 
 
 def _insert_lease_among_sql(order: str, n: int) -> str:
