@@ -482,10 +482,10 @@ def _lease_one_sqlite(*, project: Project, user: AbstractBaseUser, now: datetime
                 wrap = True  # nothing at or after the pivot: start again from the first item
                 continue
             return None
-        shown = {row[0]: [c["id"] for c in _shuffled(row)] for row in rows}
+        shown = {row[0]: _shuffled(row) for row in rows}  # item id -> its candidates in the order to show
         insert_params: list[Any] = [user.pk]
-        for item_id, order_shown in shown.items():
-            insert_params += [item_id, _json_param(order_shown)]
+        for item_id, raw in shown.items():
+            insert_params += [item_id, _json_param([c["id"] for c in raw])]
         insert_params += [_dt(now), _dt(expires_at), *shown, gold, now_p, user.pk, user.pk]
         with write_transaction():
             with connection.cursor() as cursor:
@@ -494,14 +494,13 @@ def _lease_one_sqlite(*, project: Project, user: AbstractBaseUser, now: datetime
         if inserted is not None:
             lease_id, item_id = inserted
             row = next(row for row in rows if row[0] == item_id)
-            by_id = {c["id"]: c for c in _loads(row[8])}
             return _build_lease(
                 lease_id=lease_id,
                 project=project,
                 user=user,
                 item_row=row,
-                order_shown=shown[item_id],
-                candidates=_as_candidates(row, [by_id[c] for c in shown[item_id]]),
+                order_shown=[c["id"] for c in shown[item_id]],
+                candidates=_as_candidates(row, shown[item_id]),
                 now=now,
                 expires_at=expires_at,
             )
