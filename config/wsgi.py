@@ -1,5 +1,9 @@
+import gc
+import itertools
 import os
 import sys
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from django.core.wsgi import get_wsgi_application
 
@@ -14,4 +18,29 @@ _switch = float(os.environ.get("ARBITER_GIL_SWITCH_INTERVAL", "0.0005"))
 if _switch > 0:
     sys.setswitchinterval(_switch)
 
+#: requests after which a web process moves every object it holds to the collector's permanent generation
+FREEZE_AT = (100, 1_000, 10_000)
+
+
+class FreezeAfterWarmUp:
+    """WSGI middleware: after a process's first requests have built what Django, DRF and the app make lazily
+    (URL resolvers, serializer fields, query plans: ~150,000 objects), move them out of the cyclic garbage
+    collector's reach with gc.freeze(). Otherwise every full (generation 2) collection walks them all: a pause
+    of 40-75 ms, every ~1,500 requests, that stalls every thread of the process, and on SQLite every writer
+    of every process when it falls inside the write lock. Measured in process (3,000 next + submit cycles):
+    two 58-74 ms collections without, none (longest pause 0.8 ms) with. ARBITER_GC_FREEZE=0 turns it off."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], at: Iterable[int] = FREEZE_AT) -> None:
+        self.app = app
+        self.at = frozenset(at)
+        self._requests = itertools.count(1)  # next() on a count is atomic under the GIL
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if next(self._requests) in self.at:
+            gc.freeze()
+        return self.app(environ, start_response)
+
+
 application = get_wsgi_application()
+if os.environ.get("ARBITER_GC_FREEZE", "1") != "0":
+    application = FreezeAfterWarmUp(application)
