@@ -26,7 +26,7 @@ class FreezeAfterWarmUp:
     """WSGI middleware: after a process's first requests have built what Django, DRF and the app make lazily
     (URL resolvers, serializer fields, query plans: ~150,000 objects), move them out of the cyclic garbage
     collector's reach with gc.freeze(). Otherwise every full (generation 2) collection walks them all: a pause
-    of 40-75 ms, every ~1,500 requests, that stalls every thread of the process, and on SQLite every writer
+    of 40-75 ms, about every 3,000 requests, that stalls every thread of the process, and on SQLite every writer
     of every process when it falls inside the write lock. Measured in process (3,000 next + submit cycles):
     two 58-74 ms collections without, none (longest pause 0.8 ms) with. ARBITER_GC_FREEZE=0 turns it off."""
 
