@@ -1,4 +1,4 @@
-"""config/wsgi.py: the web process's GIL switch interval."""
+"""config/wsgi.py: the web process's GIL switch interval and its gc.freeze() after the warm-up requests."""
 
 from __future__ import annotations
 
