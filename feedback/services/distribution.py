@@ -256,20 +256,21 @@ def _candidates_sql() -> str:
     )
 
 
+#: assignment order -> (ORDER BY of the pick, the partial index that serves it); fewest annotations by default
+_ORDERS: dict[str, tuple[str, str]] = {
+    AssignmentOrder.PRIORITY: ("i.priority DESC, i.id", "item_open_priority"),
+    AssignmentOrder.RANDOM: ("i.id", ""),
+}
+_FEWEST = ("i.annotations_count, i.id", "item_open_fewest")
+
+
 def _order_by(order: str) -> str:
-    if order == AssignmentOrder.PRIORITY:
-        return "i.priority DESC, i.id"
-    if order == AssignmentOrder.RANDOM:
-        return "i.id"
-    return "i.annotations_count, i.id"
+    return _ORDERS.get(order, _FEWEST)[0]
 
 
 def _pick_sql(order: str, *, exclude: int, limit: int = 1) -> str:
     pg = _is_pg()
-    order_by = _order_by(order)
-    index = {AssignmentOrder.PRIORITY: "item_open_priority", AssignmentOrder.RANDOM: ""}.get(
-        order, "item_open_fewest"
-    )
+    order_by, index = _ORDERS.get(order, _FEWEST)
     # SQLite may ignore a partial index and walk finished items (DESIGN.md): name it explicitly.
     indexed = f" INDEXED BY {index}" if index and not pg else ""
     random_pivot = (
