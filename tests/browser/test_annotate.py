@@ -248,7 +248,13 @@ def test_a_lost_reply_is_retried_with_the_same_key(page, session_login, annotato
 
     page.route("**/annotate/submit/", flaky)
     page.keyboard.press("1")
+    # Wait for the retry itself (not for "a navigation": a late one from the login once satisfied that first).
     submit_and_wait(page, lambda: page.keyboard.press("Enter"))
+    for _ in range(100):
+        if len(calls) >= 2:
+            break
+        page.wait_for_timeout(100)
+    page.wait_for_load_state("domcontentloaded")
     assert len(calls) == 2 and calls[0] == calls[1]
     a = the_annotation(annotator)  # exactly one
     assert a.idempotency_key == calls[0] and a.payload["chosen"] == shown[0]
