@@ -21,6 +21,7 @@ from enum import StrEnum
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
+from feedback.db import hot_cursor
 from feedback.errors import Forbidden, NotFound
 from feedback.models import Annotation, Membership, Project, Role
 
@@ -65,7 +66,7 @@ def _membership_with_project(*, user_id: int, project_id: int) -> Membership | N
     next/submit-side request; see DESIGN.md on per-request cost). Column values go through each field's and
     the backend's converters, as the ORM would (JSON, booleans and datetimes on SQLite)."""
     db = connections[DEFAULT_DB_ALIAS]
-    with db.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(_membership_sql(db.vendor), [project_id, user_id])
         row = cursor.fetchone()
     if row is None:

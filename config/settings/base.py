@@ -104,6 +104,12 @@ def database_from_env(url: str) -> dict:
                 "PRAGMA cache_size=-32000;"
             ),
         }
+    elif config["ENGINE"] == "django.db.backends.postgresql":
+        # psycopg prepares a statement on the server after this many runs on a connection. Only the hot path's
+        # statements can be prepared (feedback/db.py: they bind parameters on the server; the ORM's cursor binds
+        # on the client and never prepares). DB_PREPARED_STATEMENTS=0 for a pooler in transaction mode.
+        if os.environ.get("DB_PREPARED_STATEMENTS", "1") != "0":
+            config.setdefault("OPTIONS", {})["prepare_threshold"] = int(os.environ.get("DB_PREPARE_THRESHOLD", "5"))
     return config
 
 

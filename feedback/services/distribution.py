@@ -43,6 +43,7 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections,
 from django.db.models import F
 from django.utils import timezone
 
+from feedback.db import hot_cursor
 from feedback.errors import (
     AlreadyAnnotated,
     Conflict,
@@ -205,7 +206,7 @@ def _insert(model: type[Any], rows: list[dict[str, Any]], *, returning: str = "i
     db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: the `connection` proxy costs a lookup per use
     sql, fields = _insert_plan(model, tuple(rows[0]), len(rows), returning, db.vendor)
     params = [f.get_db_prep_save(row[f.name], db) for row in rows for f in fields]
-    with db.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(sql, params)
         return [r[0] for r in cursor.fetchall()]
 
@@ -237,7 +238,7 @@ def _insert_family_pg(
             f", c{n} AS (INSERT INTO {model._meta.db_table} ({columns}) {' UNION ALL '.join(selects)})"
         )
     sql.append(" SELECT id FROM a")
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute("".join(sql), params)
         return cursor.fetchone()[0]
 
@@ -427,7 +428,7 @@ def _lease_one_pg(*, project: Project, user: AbstractBaseUser, now: datetime, go
     now_p = _dt(now)
     tried: list[int] = []
     wrap = False
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         for _ in range(MAX_PICK_ATTEMPTS):
             pivot = 0.0 if wrap else random.random()
             params = _pick_params(
@@ -533,7 +534,7 @@ def item_next(*, project: Project, user: AbstractBaseUser) -> Lease | None:
             # (~4 ms here); submits keep full durability. set_config(..., true) is SET LOCAL, in the same
             # statement as the live-lease check (one round trip fewer).
             live_sql = f"SELECT ({live_sql}), set_config('synchronous_commit', 'off', true)"
-        with connection.cursor() as cursor:
+        with hot_cursor() as cursor:
             cursor.execute(live_sql, [user.pk, project.pk, _dt(now)])
             live_id = cursor.fetchone()
         if live_id is not None and live_id[0] is None:  # PostgreSQL: a row, but no live lease
@@ -630,7 +631,7 @@ def annotation_submit(
     pg = _is_pg()
     try:
         with write_transaction():
-            with connection.cursor() as cursor:
+            with hot_cursor() as cursor:
                 if pg:
                     cursor.execute(_submit_sql_pg(), [item_id, user.pk, now])
                     row = cursor.fetchone()

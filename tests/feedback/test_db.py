@@ -1,0 +1,107 @@
+"""The hot path's cursor: on PostgreSQL its statements are prepared after a few runs (planned once per
+connection), still counted like any statement, and the prepared (generic) plan of the pick still searches the
+partial index. Elsewhere it is Django's usual cursor."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from feedback.db import hot_cursor
+from feedback.models import Item
+from feedback.services.distribution import _pick_sql, annotation_submit, item_next
+
+pg_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's (this run: SQLite)"
+)
+
+
+def _prepared() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.mark.django_db
+def test_the_hot_cursor_runs_statements_like_any_cursor():
+    with CaptureQueriesContext(connection) as ctx, hot_cursor() as cursor:
+        cursor.execute("SELECT %s + %s", [2, 3])
+        assert cursor.fetchone()[0] == 5
+    # logged and counted once ("SELECT $1 + $2" on PostgreSQL, where the server binds the parameters)
+    assert len(ctx.captured_queries) == 1 and ctx.captured_queries[0]["sql"].startswith("SELECT ")
+
+
+@pg_only
+@pytest.mark.django_db(transaction=True)
+def test_next_and_submit_statements_are_prepared_after_a_few_runs(project_factory, user_factory, make_item):
+    project = project_factory(annotations_required=1)
+    for _ in range(8):
+        make_item(project)
+    assert connection.connection.prepare_threshold == 5
+    statements_per_cycle = []
+    for n in range(7):
+        user = user_factory()
+        with CaptureQueriesContext(connection) as ctx:
+            lease = item_next(project=project, user=user)
+            annotation_submit(
+                user=user, item_id=lease.item_id, payload={"choice": "A"}, idempotency_key=f"k{n}"
+            )
+        statements_per_cycle.append(
+            len([q for q in ctx.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")])
+        )
+    # counted as before (next 3, submit 2), prepared or not
+    assert statements_per_cycle == [5] * 7, statements_per_cycle
+    prepared = _prepared()
+    assert any("FOR UPDATE OF i SKIP LOCKED" in s for s in prepared), prepared  # the pick
+    assert any(s.startswith("INSERT INTO feedback_lease") for s in prepared), prepared  # the lease
+    assert any(s.startswith("WITH d AS (DELETE FROM feedback_lease") for s in prepared), prepared  # submit
+    # the ORM's own queries are never prepared (client-side binding: no limit on IN lists)
+    list(Item.objects.filter(id__in=list(range(70_000))).values_list("id", flat=True)[:1])
+    assert not any("feedback_item" in s and "IN (" in s for s in _prepared())
+
+
+@pg_only
+@pytest.mark.django_db
+def test_prepared_pick_keeps_the_partial_index(project_factory, user_factory, make_item):
+    """A prepared statement may switch to a generic plan (parameters unknown when planned): it must still search
+    the partial open-items index, not scan the item table."""
+    project = project_factory(annotations_required=1)
+    template = make_item(project)
+    Item.objects.bulk_create(
+        Item(
+            project=project,
+            prompt=template.prompt,
+            annotations_required=1,
+            annotations_count=n < 2500,
+            is_open=n >= 2500,
+        )
+        for n in range(3000)
+    )
+    user = user_factory()
+    sql = _pick_sql("fewest", exclude=0)
+    for n in range(1, 6):
+        sql = sql.replace("%s", f"${n}", 1)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE feedback_item")
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute(f"PREPARE pick_generic AS {sql}")
+        cursor.execute(
+            "EXPLAIN EXECUTE pick_generic(%s, %s, %s, %s, %s)",
+            [project.pk, False, timezone.now(), user.pk, user.pk],
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("DEALLOCATE pick_generic")
+    assert "item_open_fewest" in plan, plan
+    assert "Seq Scan on feedback_item" not in plan, plan
+
+
+def test_prepared_statements_can_be_turned_off(monkeypatch):
+    from config.settings.base import database_from_env
+
+    url = "postgres://u@db:5432/arbiter"
+    assert database_from_env(url)["OPTIONS"]["prepare_threshold"] == 5
+    monkeypatch.setenv("DB_PREPARED_STATEMENTS", "0")  # a pooler in transaction mode
+    assert "prepare_threshold" not in database_from_env(url).get("OPTIONS", {})
+    assert "prepare_threshold" not in database_from_env("sqlite:///x.sqlite3")["OPTIONS"]
