@@ -109,7 +109,9 @@ def database_from_env(url: str) -> dict:
         # statements can be prepared (feedback/db.py: they bind parameters on the server; the ORM's cursor binds
         # on the client and never prepares). DB_PREPARED_STATEMENTS=0 for a pooler in transaction mode.
         if os.environ.get("DB_PREPARED_STATEMENTS", "1") != "0":
-            config.setdefault("OPTIONS", {})["prepare_threshold"] = int(os.environ.get("DB_PREPARE_THRESHOLD", "5"))
+            config.setdefault("OPTIONS", {})["prepare_threshold"] = int(
+                os.environ.get("DB_PREPARE_THRESHOLD", "5")
+            )
     return config
 
 
