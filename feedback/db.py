@@ -28,13 +28,10 @@ def hot_cursor(using: str = DEFAULT_DB_ALIAS) -> Iterator[Any]:
     """A cursor for fixed, frequently run statements: prepared on the server where that is on (PostgreSQL
     with a ``prepare_threshold``), Django's usual cursor everywhere else. Write ``%s`` placeholders as usual."""
     db = connections[using]
-    if db.vendor != "postgresql":
-        with db.cursor() as cursor:
-            yield cursor
-        return
-    db.close_if_health_check_failed()
-    db.ensure_connection()
-    if getattr(db.connection, "prepare_threshold", None) is None:
+    if db.vendor == "postgresql":
+        db.close_if_health_check_failed()
+        db.ensure_connection()
+    if db.vendor != "postgresql" or db.connection.prepare_threshold is None:
         with db.cursor() as cursor:
             yield cursor
         return

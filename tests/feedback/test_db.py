@@ -7,11 +7,10 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 
 from feedback.db import hot_cursor
 from feedback.models import Item
-from feedback.services.distribution import _pick_sql, annotation_submit, item_next
+from feedback.services.distribution import annotation_submit, item_next
 
 pg_only = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's (this run: SQLite)"
@@ -60,41 +59,6 @@ def test_next_and_submit_statements_are_prepared_after_a_few_runs(project_factor
     # the ORM's own queries are never prepared (client-side binding: no limit on IN lists)
     list(Item.objects.filter(id__in=list(range(70_000))).values_list("id", flat=True)[:1])
     assert not any("feedback_item" in s and "IN (" in s for s in _prepared())
-
-
-@pg_only
-@pytest.mark.django_db
-def test_prepared_pick_keeps_the_partial_index(project_factory, user_factory, make_item):
-    """A prepared statement may switch to a generic plan (parameters unknown when planned): it must still search
-    the partial open-items index, not scan the item table."""
-    project = project_factory(annotations_required=1)
-    template = make_item(project)
-    Item.objects.bulk_create(
-        Item(
-            project=project,
-            prompt=template.prompt,
-            annotations_required=1,
-            annotations_count=n < 2500,
-            is_open=n >= 2500,
-        )
-        for n in range(3000)
-    )
-    user = user_factory()
-    sql = _pick_sql("fewest", exclude=0)
-    for n in range(1, 6):
-        sql = sql.replace("%s", f"${n}", 1)
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE feedback_item")
-        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        cursor.execute(f"PREPARE pick_generic AS {sql}")
-        cursor.execute(
-            "EXPLAIN EXECUTE pick_generic(%s, %s, %s, %s, %s)",
-            [project.pk, False, timezone.now(), user.pk, user.pk],
-        )
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-        cursor.execute("DEALLOCATE pick_generic")
-    assert "item_open_fewest" in plan, plan
-    assert "Seq Scan on feedback_item" not in plan, plan
 
 
 def test_prepared_statements_can_be_turned_off(monkeypatch):

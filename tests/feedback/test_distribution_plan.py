@@ -54,3 +54,28 @@ def test_pick_uses_the_partial_index(busy_project, order, index):
         assert f"SEARCH i USING INDEX {index} (project_id=?)" in plan, plan
     else:
         assert "Seq Scan on feedback_item" not in plan, plan
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
+@pytest.mark.parametrize(
+    ("order", "index"), [("fewest", "item_open_fewest"), ("priority", "item_open_priority")]
+)
+def test_prepared_pick_keeps_the_partial_index(busy_project, order, index):
+    """The pick is prepared on the server (feedback/db.py), and a prepared statement may switch to a generic plan,
+    made without the parameters' values: that plan must search the partial index too."""
+    project, user = busy_project
+    sql = _pick_sql(order, exclude=0)
+    for n in range(1, 6):
+        sql = sql.replace("%s", f"${n}", 1)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE feedback_item")
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute(f"PREPARE pick_generic AS {sql}")
+        cursor.execute(
+            "EXPLAIN EXECUTE pick_generic(%s, %s, %s, %s, %s)",
+            [project.pk, False, _dt(timezone.now()), user.pk, user.pk],
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("DEALLOCATE pick_generic")
+    assert index in plan, plan
+    assert "Seq Scan on feedback_item" not in plan, plan
