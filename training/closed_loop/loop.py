@@ -117,6 +117,11 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       256 episodes, lr 1e-4; reward model 0.873 held-out): shorter-wins 0.48, 1/30 empty; the
       score stayed near 0 and 4-7 of 16 rollouts ended with EOS from the first batch to the last
       (2026-12-02). Neither batch shape moves the policy within this CPU's budget.
+    - The same with Monte Carlo advantages and a fresh value head (``lam=1.0``,
+      ``value_model_path`` = the base: REINFORCE with a learned baseline, so the end-of-answer
+      reward reaches every token instead of fading as 0.95**k): no better over the first 160
+      episodes (2026-12-02): the score stayed between -0.30 and +0.17 and 3-7 of 16 rollouts ended
+      with EOS, while the KL to the base rose to 2.3. The critic was not what held PPO back here.
 
     With 64 new tokens (earlier runs; 96 % of base answers cut off):
 
