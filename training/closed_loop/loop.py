@@ -121,7 +121,7 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       ``value_model_path`` = the base: REINFORCE with a learned baseline, so the end-of-answer
       reward reaches every token instead of fading as 0.95**k): no better over the first 160
       episodes (2026-12-02): the score stayed between -0.30 and +0.17 and 3-7 of 16 rollouts ended
-      with EOS, while the KL to the base rose to 2.3. The critic was not what held PPO back here.
+      with EOS, while the KL to the base rose to 2.3: a better critic alone does not fix it here.
 
     With 64 new tokens (earlier runs; 96 % of base answers cut off):
 
