@@ -7,7 +7,8 @@ against 0.9 ms of execution per next + submit cycle, the pick alone 0.46 ms to p
 binds their parameters on the server instead, and psycopg prepares each of them after its
 ``prepare_threshold``-th run on a connection (config/settings/base.py; ``DB_PREPARED_STATEMENTS=0`` turns it
 off, for a pooler in transaction mode that cannot keep prepared statements). Measured in process, alternating
-runs of 1,500 cycles: the server's CPU per cycle fell from 3.5-4.2 ms to 2.1-2.6 ms (one run 3.3 ms). The ORM
+runs of 1,500 cycles: the server's CPU per cycle was 2.1-3.3 ms against 3.5-4.2 ms without, and in a
+second set 2.8-3.8 ms against 4.1-5.4 ms (about -28 %). The ORM
 keeps Django's client-side binding, so its queries (large ``IN`` lists included) are unchanged.
 
 Statements run through Django's cursor wrapper either way: they are counted (X-SQL-Statements), logged and

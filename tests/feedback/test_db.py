@@ -1,6 +1,6 @@
 """The hot path's cursor: on PostgreSQL its statements are prepared after a few runs (planned once per
-connection), still counted like any statement, and the prepared (generic) plan of the pick still searches the
-partial index. Elsewhere it is Django's usual cursor."""
+connection) and still counted like any statement; elsewhere it is Django's usual cursor. (The prepared pick's
+generic plan is checked in tests/feedback/test_distribution_plan.py.)"""
 
 from __future__ import annotations
 
