@@ -10,12 +10,14 @@ candidates from two model versions each, 3 annotations required) and 64 annotato
 the app under gunicorn on 127.0.0.1 (production settings, DEBUG off). Then, for each shape
 
     1 annotator, no pause · 32 annotators, no pause (saturation) · 64 annotators, ~500 ms pause (exponential;
-    each annotator also starts after such a pause, so that they do not all ask at once when the phase begins)
+    each annotator also starts each slice after such a pause, so that they do not all ask at once)
 
-it runs two phases of --seconds each on the same server: the *ceiling* (``/api/v1/bench/...``: the same
+it runs, for --seconds each, on the same server and connections: the *ceiling* (``/api/v1/bench/...``: the same
 framework, token header, JSON parsing and submit input serializer, but no database) and the *real* loop
 (``POST /projects/<id>/next/`` then ``POST /items/<id>/submit/`` with an idempotency key). Each simulated
-annotator keeps one HTTP/1.1 keep-alive connection (asyncio, one client process).
+annotator keeps one HTTP/1.1 keep-alive connection (asyncio, one client process). The two are interleaved in
+--slices slices each, in the order ceiling, real, real, ceiling, ..., so that a machine whose speed drifts
+(shared with other work) slows both alike.
 
 Prints one JSON line per database and shape with: db, annotators, think_ms, cycles_per_s, next_p99_ms,
 submit_p99_ms, errors (non-2xx answers and failed connections), over_assigned (items holding more
@@ -216,9 +218,11 @@ async def annotator(
     next_path = "/api/v1/bench/next/" if ceiling else f"/api/v1/projects/{project_id}/next/"
 
     async def pause() -> None:
-        """The annotator's think time, after every attempt (a failed one too: no tight error loop)."""
+        """The annotator's think time, after every attempt (a failed one too: no tight error loop); never past
+        the deadline (the next slice starts when every annotator is back)."""
         if think_ms:
-            await asyncio.sleep(rng.expovariate(1.0 / (think_ms / 1000.0)))
+            wait = rng.expovariate(1.0 / (think_ms / 1000.0))
+            await asyncio.sleep(max(0.0, min(wait, deadline - time.perf_counter())))
 
     # Staggered start: the residual think time of an annotator already at work is exponential with the same
     # mean (memoryless), so the phase begins in the steady state. Without it all 64 pausing annotators ask at
@@ -272,30 +276,49 @@ async def annotator(
         await pause()
 
 
-async def run_phase(
-    port: int, tokens: list[str], *, ceiling: bool, project_id: int, think_ms: float, seconds: float
-) -> tuple[PhaseResult, float, float]:
+async def run_shape(
+    port: int, tokens: list[str], *, project_id: int, think_ms: float, seconds: float, slices: int
+) -> tuple[PhaseResult, float, PhaseResult, float, float]:
+    """The ceiling and the real loop of one shape, interleaved: ``slices`` slices of each, in the order
+    C R R C C R ... (ABBA), each ``seconds / slices`` long, on the same connections. On a machine whose speed
+    drifts from one ten-second phase to the next (it shares its host), back-to-back phases measured the two
+    sides at different speeds (the ceiling of one configuration moved between 478 and 752 cycles/s in one
+    set of runs, 2026-12-02); interleaved slices expose both sides to the same drift.
+    Returns (ceiling, its seconds, real, its seconds, the client's CPU seconds in the real slices)."""
     conns = [Conn("127.0.0.1", port, t) for t in tokens]
     await asyncio.gather(*(c.open() for c in conns))
     # One untimed request per connection first (the no-database one), as an annotator's open page has made:
     # gunicorn's threaded worker holds a thread on a new connection until its first bytes arrive, so idle new
     # connections would otherwise block the staggered annotators' first requests.
     await asyncio.gather(*(c.post("/api/v1/bench/next/") for c in conns))
-    result = PhaseResult()
-    cpu0 = time.process_time()
-    start = time.perf_counter()
-    deadline = start + seconds
-    await asyncio.gather(
-        *(
-            annotator(c, result, ceiling=ceiling, project_id=project_id, think_ms=think_ms, deadline=deadline)
-            for c in conns
+    results = {True: PhaseResult(), False: PhaseResult()}
+    elapsed = {True: 0.0, False: 0.0}
+    cpu = 0.0
+    length = seconds / slices
+    for k in range(2 * slices):
+        ceiling = k % 4 in (0, 3)  # C R R C C R R C ...
+        cpu0 = time.process_time()
+        start = time.perf_counter()
+        deadline = start + length
+        await asyncio.gather(
+            *(
+                annotator(
+                    c,
+                    results[ceiling],
+                    ceiling=ceiling,
+                    project_id=project_id,
+                    think_ms=think_ms,
+                    deadline=deadline,
+                )
+                for c in conns
+            )
         )
-    )
-    elapsed = time.perf_counter() - start
-    cpu = time.process_time() - cpu0
+        elapsed[ceiling] += min(time.perf_counter() - start, length)
+        if not ceiling:
+            cpu += time.process_time() - cpu0
     for c in conns:
         c.close()
-    return result, min(elapsed, seconds), cpu
+    return results[True], elapsed[True], results[False], elapsed[False], cpu
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -446,14 +469,14 @@ def bench_db(db: str, args: argparse.Namespace) -> None:
             asyncio.run(warm(port, tokens))
             for n, think in args.shapes:
                 use = tokens[:n]
-                ceiling, c_secs, _ = asyncio.run(
-                    run_phase(
-                        port, use, ceiling=True, project_id=project_id, think_ms=think, seconds=args.seconds
-                    )
-                )
-                real, r_secs, cpu = asyncio.run(
-                    run_phase(
-                        port, use, ceiling=False, project_id=project_id, think_ms=think, seconds=args.seconds
+                ceiling, c_secs, real, r_secs, cpu = asyncio.run(
+                    run_shape(
+                        port,
+                        use,
+                        project_id=project_id,
+                        think_ms=think,
+                        seconds=args.seconds,
+                        slices=args.slices,
                     )
                 )
                 counts = run_py(
@@ -505,18 +528,30 @@ def main() -> None:
     parser.add_argument(
         "--db", default="sqlite,postgresql", help="sqlite, postgresql or both (comma-separated)"
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="time on the ceiling, and on the real loop, per shape"
+    )
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=2,
+        help="interleave ceiling and real in this many slices each (C R R C ...); 1 = two plain phases. A cycle "
+        "still in flight when its slice ends is not counted: about half a cycle per annotator and slice (<1 %% "
+        "at the defaults)",
+    )
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--annotators", type=int, default=64)
     parser.add_argument("--required", type=int, default=3, help="annotations each item needs")
     parser.add_argument(
         "--pg-url", default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     )
-    # SQLite: 3 processes x 2 threads. Fewer threads per process means a writer holding SQLite's one write lock
-    # waits less for its own process's GIL (32 annotators: 0.42-0.53 x the ceiling against 0.38-0.44 x with
-    # 2 x 4, three alternating runs each, 2026-12-02).
-    parser.add_argument("--sqlite-workers", type=int, default=3)
-    parser.add_argument("--sqlite-threads", type=int, default=2)
+    # SQLite: 4 processes x 1 thread. A writer holding SQLite's one write lock must not wait for its own
+    # process's GIL (each SQLite call releases it, and a sibling thread takes it): with one thread per process
+    # the server used the whole machine (3 % idle against ~25 % with 3 x 2). 32 annotators, interleaved slices,
+    # 2026-12-02: 4 x 1 0.50, 0.52, 0.51, 0.51 x the ceiling; 3 x 2 0.41, 0.45; 3 x 1 0.45, 0.51; 6 x 1 0.48,
+    # 0.49; 8 x 1 0.46, 0.47.
+    parser.add_argument("--sqlite-workers", type=int, default=4)
+    parser.add_argument("--sqlite-threads", type=int, default=1)
     parser.add_argument("--pg-workers", type=int, default=2)
     parser.add_argument("--pg-threads", type=int, default=4)
     parser.add_argument(

@@ -240,8 +240,12 @@ class ItemCandidate(models.Model):
 class Lease(models.Model):
     """An item held by one annotator until expires_at."""
 
-    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="leases")
-    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="leases")
+    # No single-column index on either key: (item, annotator) and (annotator, expires_at) lead with them, and
+    # each index more is written twice per next + submit cycle (insert, then delete).
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="leases", db_index=False)
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="leases", db_index=False
+    )
     order_shown = models.JSONField(default=list, help_text="Candidate ids in display order.")
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
@@ -274,9 +278,10 @@ class Skip(models.Model):
 
 
 class Annotation(models.Model):
-    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="annotations")
+    # Both keys lead a unique constraint below ((item, annotator); (annotator, idempotency_key)): no index more.
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="annotations", db_index=False)
     annotator = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotations"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotations", db_index=False
     )
     kind = models.CharField(max_length=16, choices=TaskKind.choices)
     payload = models.JSONField(help_text="Validated per kind by the submit service.")
@@ -306,7 +311,8 @@ class Annotation(models.Model):
 class PreferencePair(models.Model):
     """chosen ≻ rejected (or a tie), derived from a ranking or pairwise annotation."""
 
-    annotation = models.ForeignKey(Annotation, on_delete=models.CASCADE, related_name="pairs")
+    # indexed by pair_unique_per_annotation, which leads with it
+    annotation = models.ForeignKey(Annotation, on_delete=models.CASCADE, related_name="pairs", db_index=False)
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="pairs")
     chosen = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
     rejected = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
@@ -333,7 +339,10 @@ class PreferencePair(models.Model):
 class BinaryLabel(models.Model):
     """A thumbs up or down on one candidate (KTO's unpaired label)."""
 
-    annotation = models.ForeignKey(Annotation, on_delete=models.CASCADE, related_name="labels")
+    # indexed by label_unique_per_annotation, which leads with it
+    annotation = models.ForeignKey(
+        Annotation, on_delete=models.CASCADE, related_name="labels", db_index=False
+    )
     candidate = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="labels")
     label = models.BooleanField()
     reasons = models.JSONField(default=list, blank=True)

@@ -18,9 +18,9 @@ Submit turns a lease into an annotation under the same row lock (it updates the 
 
 SQL per call on the hot path (statements sent through Django's cursor; BEGIN is one on SQLite):
 - next: live-lease check + pick (item, prompt and candidates in one row; SQLite: a window of them) +
-  [BEGIN + insert (SQLite) | insert (PostgreSQL; SET LOCAL synchronous_commit = off rides on the live-lease
-  check)] = 4 on SQLite, 3 on PostgreSQL (two more per re-pick on PostgreSQL, three per re-read window on
-  SQLite).
+  insert (SQLite: in autocommit under the file lock, see write_statement; PostgreSQL: SET LOCAL
+  synchronous_commit = off rides on the live-lease check) = 3 (two more per re-pick on PostgreSQL or
+  re-read window on SQLite).
 - submit, SQLite: BEGIN + delete lease (RETURNING order shown) + update item (RETURNING kind) + insert
   annotation + insert derived rows = 5 (6 with a demonstration).
 - submit, PostgreSQL: delete lease and update item in one statement + annotation and all derived rows in one
@@ -129,22 +129,19 @@ def _sqlite_tune(path: str) -> None:
         connection._arbiter_tuned = raw  # type: ignore[attr-defined]
 
 
-@contextmanager
-def write_transaction() -> Iterator[None]:
-    """``transaction.atomic()``; on a SQLite file, writers first queue on a lock (this process's, then an
-    flock on a file beside the database) so that they wait in the kernel and wake at once, instead of
-    polling in SQLite's busy handler, which sleeps 1, 2, 5, 10, ... ms between tries and ruins the tail
-    latency when many requests write at the same time (SQLite allows one writer anyway); and the WAL is
-    checkpointed in the background (see _sqlite_tune)."""
-    if (
+def _queues_on_file_lock() -> bool:
+    """Whether this write queues on the file lock: a SQLite file, outside any transaction of ours."""
+    return not (
         connection.vendor != "sqlite"
         or fcntl is None
         or connection.in_atomic_block
         or connection.is_in_memory_db()
-    ):
-        with transaction.atomic():
-            yield
-        return
+    )
+
+
+@contextmanager
+def _file_lock() -> Iterator[None]:
+    """Hold this process's lock, then an flock on a file beside the SQLite database (see write_transaction)."""
     path = str(connection.settings_dict["NAME"])
     with _process_lock:
         fd = _lock_files.get(path)
@@ -156,10 +153,39 @@ def write_transaction() -> Iterator[None]:
         _sqlite_tune(path)
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            with transaction.atomic():
-                yield
+            yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+@contextmanager
+def write_transaction() -> Iterator[None]:
+    """``transaction.atomic()``; on a SQLite file, writers first queue on a lock (this process's, then an
+    flock on a file beside the database) so that they wait in the kernel and wake at once, instead of
+    polling in SQLite's busy handler, which sleeps 1, 2, 5, 10, ... ms between tries and ruins the tail
+    latency when many requests write at the same time (SQLite allows one writer anyway); and the WAL is
+    checkpointed in the background (see _sqlite_tune)."""
+    if not _queues_on_file_lock():
+        with transaction.atomic():
+            yield
+        return
+    with _file_lock(), transaction.atomic():
+        yield
+
+
+@contextmanager
+def write_statement() -> Iterator[None]:
+    """For one writing statement: on a SQLite file it runs in autocommit (a single statement is its own
+    transaction, and takes SQLite's write lock when it starts, as BEGIN IMMEDIATE would) while this process
+    holds the file lock of write_transaction; that saves the BEGIN statement and the atomic block's work.
+    Fetch every row the statement returns inside the block: SQLite commits when the statement completes.
+    Elsewhere the same as write_transaction."""
+    if not _queues_on_file_lock() or not connection.get_autocommit():
+        with write_transaction():
+            yield
+        return
+    with _file_lock():
+        yield
 
 
 def _is_pg() -> bool:
@@ -250,10 +276,14 @@ def _candidates_sql() -> str:
             " 'model_version_id', c.model_version_id, 'position', ic.position) ORDER BY ic.position)"
             f" FROM {T_IC} ic JOIN {T_CAND} c ON c.id = ic.candidate_id WHERE ic.item_id = i.id)"
         )
+    # SQLite reads a window of items per pick: their candidate ids in position order come in a column of
+    # their own ("12,13"), so that only the leased item's candidates are parsed.
     return (
         "(SELECT json_group_array(json_object('id', c.id, 'text', c.text, 'finish_reason', c.finish_reason,"
         " 'model_version_id', c.model_version_id, 'position', ic.position))"
-        f" FROM {T_IC} ic JOIN {T_CAND} c ON c.id = ic.candidate_id WHERE ic.item_id = i.id)"
+        f" FROM {T_IC} ic JOIN {T_CAND} c ON c.id = ic.candidate_id WHERE ic.item_id = i.id),"
+        f" (SELECT group_concat(candidate_id) FROM (SELECT candidate_id FROM {T_IC}"
+        " WHERE item_id = i.id ORDER BY position))"
     )
 
 
@@ -469,7 +499,7 @@ def _lease_one_sqlite(*, project: Project, user: AbstractBaseUser, now: datetime
     leases the first of them that still has room by the latest commit. The lock is the bottleneck of every
     writer on SQLite, so the pick must not run under it."""
     expires_at = now + timedelta(seconds=project.lease_ttl_seconds)
-    now_p = _dt(now)
+    now_p, expires_p = _dt(now), _dt(expires_at)
     order = project.assignment_order
     tried: list[int] = []
     wrap = False
@@ -484,25 +514,30 @@ def _lease_one_sqlite(*, project: Project, user: AbstractBaseUser, now: datetime
                 wrap = True  # nothing at or after the pivot: start again from the first item
                 continue
             return None
-        shown = {row[0]: _shuffled(row) for row in rows}  # item id -> its candidates in the order to show
+        shown: dict[int, list[str]] = {}  # item id -> its candidate ids in the order to show
         insert_params: list[Any] = [user.pk]
-        for item_id, raw in shown.items():
-            insert_params += [item_id, _json_param([c["id"] for c in raw])]
-        insert_params += [_dt(now), _dt(expires_at), *shown, gold, now_p, user.pk, user.pk]
-        with write_transaction():
-            with connection.cursor() as cursor:
-                cursor.execute(_insert_lease_among_sql(order, len(shown)), insert_params)
-                inserted = cursor.fetchone()
+        for row in rows:
+            ids = row[9].split(",") if row[9] else []
+            random.shuffle(ids)
+            shown[row[0]] = ids
+            insert_params += [row[0], f"[{','.join(ids)}]"]
+        insert_params += [now_p, expires_p, *shown, gold, now_p, user.pk, user.pk]
+        with write_statement(), connection.cursor() as cursor:
+            cursor.execute(_insert_lease_among_sql(order, len(shown)), insert_params)
+            rows_inserted = cursor.fetchall()  # to the end: the statement commits when it completes
+        inserted = rows_inserted[0] if rows_inserted else None
         if inserted is not None:
             lease_id, item_id = inserted
             row = next(row for row in rows if row[0] == item_id)
+            order_shown = [int(c) for c in shown[item_id]]
+            by_id = {c["id"]: c for c in _loads(row[8]) or []}
             return _build_lease(
                 lease_id=lease_id,
                 project=project,
                 user=user,
                 item_row=row,
-                order_shown=[c["id"] for c in shown[item_id]],
-                candidates=_as_candidates(row, shown[item_id]),
+                order_shown=order_shown,
+                candidates=_as_candidates(row, [by_id[c] for c in order_shown]),
                 now=now,
                 expires_at=expires_at,
             )

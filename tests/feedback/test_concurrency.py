@@ -234,6 +234,60 @@ def _hammer(tmp_path: Path, project_factory, user_factory, make_item) -> None:
     )
 
 
+def _next_on_file(
+    sqlite_file: str, project_id: int, first_id: int, user_id: int, out: Any
+) -> None:  # pragma: no cover
+    """In a child, on the SQLite file: a next (after a first one, which tunes the new connection), its
+    statements, and what a second connection then sees."""
+    _use_db(sqlite_file)
+    from django.contrib.auth import get_user_model
+    from django.test.utils import CaptureQueriesContext
+
+    from feedback.models import Project
+    from feedback.services.distribution import item_next
+
+    user = get_user_model().objects.get(pk=user_id)
+    project = Project.objects.get(pk=project_id)
+    item_next(project=project, user=get_user_model().objects.get(pk=first_id))
+    with CaptureQueriesContext(connection) as ctx:
+        lease = item_next(project=project, user=user)
+    other = sqlite3.connect(sqlite_file)
+    seen = other.execute(
+        "SELECT id, item_id FROM feedback_lease WHERE annotator_id = ?", [user_id]
+    ).fetchall()
+    other.close()
+    out.put(
+        {
+            "sql": [q["sql"] for q in ctx.captured_queries],
+            "lease": [lease.pk, lease.item_id],
+            "in_transaction": connection.connection.in_transaction,
+            "seen": [list(r) for r in seen],
+        }
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_next_on_a_sqlite_file_leases_in_autocommit(tmp_path, project_factory, user_factory, make_item):
+    """On a SQLite file the lease INSERT runs alone in autocommit under the file lock (write_statement): no
+    BEGIN, three statements in all, and the lease is committed when next returns."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's write path (this run: PostgreSQL)")
+    project = project_factory(annotations_required=2)
+    for _ in range(3):
+        make_item(project)
+    first, user = user_factory(), user_factory()
+    connection.ensure_connection()
+    sqlite_file = str(tmp_path / "next.sqlite3")
+    target = sqlite3.connect(sqlite_file)
+    connection.connection.backup(target)
+    target.close()
+    got = _run_child(_next_on_file, sqlite_file, project.pk, first.pk, user.pk)
+    assert not any(q.upper().startswith("BEGIN") for q in got["sql"]), got["sql"]
+    assert len(got["sql"]) == 3, got["sql"]
+    assert got["sql"][-1].startswith("INSERT INTO") and not got["in_transaction"]
+    assert got["seen"] == [got["lease"]]
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_many_annotators_hammer_next_and_submit(tmp_path, project_factory, user_factory, make_item):
     _hammer(tmp_path, project_factory, user_factory, make_item)

@@ -74,7 +74,13 @@ def round_adjustments(method: str, round_no: int, *, tiny: bool) -> dict[str, An
     3.3 words on average. Shorter kept winning until the answers were gone: the pitfall the bare
     script showed. A later DPO round therefore trains one epoch with an SFT term on the chosen answers
     (it keeps their tokens likely, where plain DPO may push everything down and let EOS come first):
-    the guard the tiny model needed in every round. Not yet measured on the demo model.
+    the guard the tiny model needed in every round.
+
+    Measured with the guard (2026-12-02, ``benchmarks/closed_loop.py --preferences shorter --methods dpo
+    --rounds 2``; the run was paused several times for other benchmarks, so no timings): round 1 0.97
+    (0/30 empty, 11.3 words, 243 train rows), round 2 from it 0.97 with 0/30 empty and 8.2 words on
+    average (410 train rows), the leaderboard agreeing in both (1191 [1120, 1354] and 1163 [1091, 1292]
+    against the base). Shorter still, and no collapse.
     """
     if round_no >= 2 and method == "dpo" and not tiny:
         return {"num_train_epochs": 1.0, "loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 1.0]}
