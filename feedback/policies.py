@@ -16,10 +16,13 @@ may create projects.
 from __future__ import annotations
 
 import functools
+import threading
+import time
 from enum import StrEnum
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
 from feedback.db import hot_cursor
 from feedback.errors import Forbidden, NotFound
@@ -87,11 +90,62 @@ def _membership_with_project(*, user_id: int, project_id: int) -> Membership | N
     return membership
 
 
+# Memberships looked up for Action.ANNOTATE (every next: the hot path), kept per process for
+# API_MEMBERSHIP_CACHE_SECONDS. Every role may annotate, so a cached answer can only be stale in two ways: a
+# membership removed, or project settings changed (lease TTL, gold rate, order) in another process, both seen
+# at the latest that long afterwards; this process forgets at once (membership_forget, called by the
+# services that write them). Privileged actions (review, manage, export) always read the database.
+_CACHED_ACTIONS = frozenset({Action.ANNOTATE})
+_membership_lock = threading.Lock()
+_memberships: dict[tuple[int, int], tuple[float, Membership]] = {}
+MEMBERSHIP_CACHE_MAX = 10_000
+
+
+def _forget(project_id: int | None) -> None:
+    with _membership_lock:
+        if project_id is None:
+            _memberships.clear()
+        else:
+            for key in [k for k in _memberships if k[1] == project_id]:
+                del _memberships[key]
+
+
+def membership_forget(*, project_id: int | None = None) -> None:
+    """Drop this process's cached memberships of one project (or of all): now, and again when the caller's
+    transaction commits, so that no request caches the old rows in between."""
+    _forget(project_id)
+    transaction.on_commit(lambda: _forget(project_id))
+
+
+def _membership_cached(*, user_id: int, project_id: int) -> Membership | None:
+    """_membership_with_project through the per-process cache (read-only: the same objects are handed to
+    every request within the TTL). Absent memberships are not cached."""
+    ttl = float(getattr(settings, "API_MEMBERSHIP_CACHE_SECONDS", 5))
+    if ttl <= 0:
+        return _membership_with_project(user_id=user_id, project_id=project_id)
+    now = time.monotonic()
+    hit = _memberships.get((user_id, project_id))
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    membership = _membership_with_project(user_id=user_id, project_id=project_id)
+    if membership is not None:
+        with _membership_lock:
+            if len(_memberships) >= MEMBERSHIP_CACHE_MAX:
+                _memberships.clear()
+            _memberships[(user_id, project_id)] = (now + ttl, membership)
+    return membership
+
+
 def access_project(*, user: AbstractBaseUser, project_id: int, action: Action) -> Membership:
-    """The user's membership (with .project loaded) if their role allows the action. One query."""
+    """The user's membership (with .project loaded) if their role allows the action. One query (none for
+    Action.ANNOTATE while this process's cached answer is fresh: see _membership_cached). Treat the returned
+    objects as read-only."""
     if not user.is_authenticated:
         raise Forbidden("log in first", code="not_authenticated")
-    membership = _membership_with_project(user_id=user.pk, project_id=project_id)
+    if action in _CACHED_ACTIONS:
+        membership = _membership_cached(user_id=user.pk, project_id=project_id)
+    else:
+        membership = _membership_with_project(user_id=user.pk, project_id=project_id)
     if membership is None:
         if getattr(user, "is_superuser", False):
             project = Project.objects.filter(pk=project_id).first()

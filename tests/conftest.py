@@ -22,6 +22,16 @@ except ImportError:  # pragma: no cover
     pass
 
 
+@pytest.fixture(autouse=True)
+def _fresh_membership_cache():
+    """Each test starts with an empty per-process membership cache (feedback.policies): on SQLite a rolled-back
+    test's ids come back in the next test, with other rows behind them."""
+    yield
+    from feedback.policies import _forget
+
+    _forget(None)
+
+
 @pytest.fixture
 def user_factory(db):
     from django.contrib.auth import get_user_model

@@ -94,6 +94,9 @@ def database_from_env(url: str) -> dict:
         # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN,
         # so two transactions never deadlock upgrading a read lock; the timeout waits for it.
         config["CONN_MAX_AGE"] = 0 if config["NAME"] == ":memory:" else config["CONN_MAX_AGE"]
+        config["ENGINE"] = (
+            "config.backends.sqlite3"  # Django's, converting each statement's placeholders once
+        )
         config["OPTIONS"] = {
             "timeout": float(os.environ.get("SQLITE_BUSY_TIMEOUT", "30")),
             "transaction_mode": "IMMEDIATE",
@@ -160,6 +163,8 @@ REST_FRAMEWORK = {
 }
 # Token -> user lookups are cached in each process this long (a revoked token works at most this long).
 API_TOKEN_CACHE_SECONDS = float(os.environ.get("API_TOKEN_CACHE_SECONDS", "60"))
+# Memberships checked for annotating (next) are cached per process this long (feedback/policies.py; 0 = off).
+API_MEMBERSHIP_CACHE_SECONDS = float(os.environ.get("API_MEMBERSHIP_CACHE_SECONDS", "5"))
 # benchmarks/annotate_load.py: the no-database ceiling endpoints, and an X-SQL-Statements header per answer.
 ARBITER_BENCH_ENDPOINTS = env_bool("ARBITER_BENCH_ENDPOINTS", False)
 if env_bool("ARBITER_COUNT_SQL", False):

@@ -7,6 +7,7 @@ from typing import Any
 from django.db import transaction
 
 from feedback.models import Item, Project
+from feedback.policies import membership_forget
 
 EDITABLE = {
     "guidelines",
@@ -32,6 +33,7 @@ def project_update(*, project: Project, **fields: Any) -> Project:
         setattr(project, name, value)
     project.full_clean()
     project.save(update_fields=sorted(fields) or None)
+    membership_forget(project_id=project.pk)  # cached memberships carry the project's settings
     if "annotations_required" in fields:
         required = fields["annotations_required"]
         items = Item.objects.filter(project=project, is_gold=False)

@@ -5,6 +5,7 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from feedback.models import Membership, Project, Role, TaskKind
+from feedback.policies import membership_forget
 
 
 @transaction.atomic
@@ -39,4 +40,5 @@ def membership_set(*, project: Project, user: AbstractBaseUser, role: Role | str
     membership, _ = Membership.objects.update_or_create(
         project=project, user=user, defaults={"role": Role(role)}
     )
+    membership_forget(project_id=project.pk)
     return membership

@@ -420,3 +420,30 @@ def test_lowered_requirement_refuses_the_extra_submit(project_factory, user_fact
     assert exc.value.code == "item_full" and exc.value.http_status == 409
     item.refresh_from_db()
     assert item.annotations_count == 1 and not item.is_open and item.annotations.count() == 1
+
+
+@pytest.mark.parametrize(
+    "model, values",
+    [
+        (
+            Annotation,
+            {"item": 3, "annotator": 4, "kind": "pairwise", "payload": {"choice": "A"}, "order_shown": [1, 2],
+             "time_spent_ms": 5, "comment": "", "flags": [], "idempotency_key": "k"},
+        ),
+        (PreferencePair, {"annotation": 5, "prompt": 1, "chosen": 2, "rejected": 3, "is_tie": False, "margin": 1.0}),
+        (BinaryLabel, {"annotation": 5, "candidate": 1, "label": True, "reasons": ["terse"]}),
+        (Demonstration, {"annotation": 5, "prompt": 1, "text": "Better."}),
+    ],
+)  # fmt: skip
+def test_insert_adapts_values_as_the_orm_does(model, values):
+    """The hot path's INSERT adapts each value as field.get_db_prep_save would (same value, same type)."""
+    from feedback.services.distribution import _prep_for
+
+    for name, value in {**values, "created_at": timezone.now()}.items():
+        field = model._meta.get_field(name)
+        ours = _prep_for(field, connection.vendor)(value, connection)
+        theirs = field.get_db_prep_save(value, connection)
+        assert type(ours) is type(theirs), name
+        assert ours == theirs or str(ours) == str(theirs), (
+            name
+        )  # psycopg's Jsonb wrappers compare by identity
