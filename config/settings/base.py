@@ -94,9 +94,8 @@ def database_from_env(url: str) -> dict:
         # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN,
         # so two transactions never deadlock upgrading a read lock; the timeout waits for it.
         config["CONN_MAX_AGE"] = 0 if config["NAME"] == ":memory:" else config["CONN_MAX_AGE"]
-        config["ENGINE"] = (
-            "config.backends.sqlite3"  # Django's, converting each statement's placeholders once
-        )
+        # Django's backend, converting each statement's placeholders once (config/backends/sqlite3/base.py).
+        config["ENGINE"] = "config.backends.sqlite3"
         config["OPTIONS"] = {
             "timeout": float(os.environ.get("SQLITE_BUSY_TIMEOUT", "30")),
             "transaction_mode": "IMMEDIATE",
