@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +202,56 @@ class Conn:
 
 
 @dataclass
+class Cpu:
+    """CPU seconds spent: by the server's processes (user, system) and by the whole machine (busy, of which
+    softirq: loopback TCP is processed there, outside any process's own time)."""
+
+    server_user: float = 0.0
+    server_sys: float = 0.0
+    machine_busy: float = 0.0
+    machine_softirq: float = 0.0
+
+    def __add__(self, other: Cpu) -> Cpu:
+        return Cpu(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    def __sub__(self, other: Cpu) -> Cpu:
+        return Cpu(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+def cpu_now(server_pid: int | None) -> Cpu:
+    """Read /proc (Linux; zeros elsewhere): the server's process tree and the machine's totals."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return Cpu()
+    idle = fields[3] + fields[4]  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    user = system = 0
+    if server_pid is not None:
+        parents: dict[int, int] = {}
+        times: dict[int, tuple[int, int]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    rest = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry)] = int(rest[1])
+            times[int(entry)] = (int(rest[11]), int(rest[12]))
+        for pid, (u, s) in times.items():
+            p = pid
+            while p not in (server_pid, 0, 1) and p in parents:
+                p = parents[p]
+            if p == server_pid:
+                user, system = user + u, system + s
+    return Cpu(user / tick, system / tick, busy / tick, fields[6] / tick)
+
+
+@dataclass
 class PhaseResult:
     cycles: int = 0
     errors: int = 0
@@ -209,6 +259,8 @@ class PhaseResult:
     submit_ms: list[float] = field(default_factory=list)
     statements: list[int] = field(default_factory=list)
     error_samples: list[str] = field(default_factory=list)
+    done: int = 0  # cycles completed, those finished after their slice's deadline too (for CPU per cycle)
+    cpu: Cpu = field(default_factory=Cpu)
 
 
 async def annotator(
@@ -261,6 +313,7 @@ async def annotator(
                     result.error_samples.append(f"submit {status2} {data2[:200]!r}")
                 await pause()
                 continue
+            result.done += 1
             if t2 <= deadline:
                 result.cycles += 1
                 result.next_ms.append((t1 - t0) * 1000)
@@ -277,14 +330,22 @@ async def annotator(
 
 
 async def run_shape(
-    port: int, tokens: list[str], *, project_id: int, think_ms: float, seconds: float, slices: int
+    port: int,
+    tokens: list[str],
+    *,
+    project_id: int,
+    think_ms: float,
+    seconds: float,
+    slices: int,
+    server_pid: int | None = None,
 ) -> tuple[PhaseResult, float, PhaseResult, float, float]:
     """The ceiling and the real loop of one shape, interleaved: ``slices`` slices of each, in the order
     C R R C C R ... (ABBA), each ``seconds / slices`` long, on the same connections. On a machine whose speed
     drifts from one ten-second phase to the next (it shares its host), back-to-back phases measured the two
     sides at different speeds (the ceiling of one configuration moved between 478 and 752 cycles/s in one
     set of runs, 2026-12-02); interleaved slices expose both sides to the same drift.
-    Returns (ceiling, its seconds, real, its seconds, the client's CPU seconds in the real slices)."""
+    Returns (ceiling, its seconds, real, its seconds, the client's CPU seconds in the real slices); each
+    PhaseResult also holds the CPU its slices spent (see Cpu) and every cycle they completed, late ones too."""
     conns = [Conn("127.0.0.1", port, t) for t in tokens]
     await asyncio.gather(*(c.open() for c in conns))
     # One untimed request per connection first (the no-database one), as an annotator's open page has made:
@@ -298,6 +359,7 @@ async def run_shape(
     for k in range(2 * slices):
         ceiling = k % 4 in (0, 3)  # C R R C C R R C ...
         cpu0 = time.process_time()
+        used0 = cpu_now(server_pid)
         start = time.perf_counter()
         deadline = start + length
         await asyncio.gather(
@@ -314,11 +376,26 @@ async def run_shape(
             )
         )
         elapsed[ceiling] += min(time.perf_counter() - start, length)
+        results[ceiling].cpu += cpu_now(server_pid) - used0
         if not ceiling:
             cpu += time.process_time() - cpu0
     for c in conns:
         c.close()
     return results[True], elapsed[True], results[False], elapsed[False], cpu
+
+
+def cpu_figures(prefix: str, phase: PhaseResult) -> dict[str, float | None]:
+    """Milliseconds of CPU per completed cycle: the server's processes (user, system) and the whole machine
+    (its busy time: the server, the client, the kernel's softirq work for loopback TCP, anything else)."""
+    if not phase.done:
+        return {}
+    per = {k: round(1000 * v / phase.done, 3) for k, v in vars(phase.cpu).items()}
+    return {
+        f"{prefix}server_user_ms_per_cycle": per["server_user"],
+        f"{prefix}server_sys_ms_per_cycle": per["server_sys"],
+        f"{prefix}machine_busy_ms_per_cycle": per["machine_busy"],
+        f"{prefix}softirq_ms_per_cycle": per["machine_softirq"],
+    }
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -477,6 +554,7 @@ def bench_db(db: str, args: argparse.Namespace) -> None:
                         think_ms=think,
                         seconds=args.seconds,
                         slices=args.slices,
+                        server_pid=server.pid,
                     )
                 )
                 counts = run_py(
@@ -506,6 +584,8 @@ def bench_db(db: str, args: argparse.Namespace) -> None:
                     "ceiling_next_p99_ms": pct(ceiling.next_ms, 99),
                     "ceiling_submit_p99_ms": pct(ceiling.submit_ms, 99),
                     "client_cpu_pct": round(100 * cpu / r_secs, 1),
+                    **cpu_figures("", real),
+                    **cpu_figures("ceiling_", ceiling),
                     "loadavg_1m": round(os.getloadavg()[0], 2),
                     "workers": f"{workers}x{threads}",
                 }

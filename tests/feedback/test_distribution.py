@@ -447,3 +447,63 @@ def test_insert_adapts_values_as_the_orm_does(model, values):
         assert ours == theirs or str(ours) == str(theirs), (
             name
         )  # psycopg's Jsonb wrappers compare by identity
+
+
+@pytest.mark.parametrize(
+    "model, values",
+    [
+        (Lease, {"id": 7, "item_id": 3, "annotator_id": 4, "order_shown": [2, 1]}),
+        (Item, {"id": 3, "project_id": 1, "prompt_id": 2, "annotations_count": 1, "is_gold": False, "priority": 0.5}),
+        (Annotation, {"id": 9, "item_id": 3, "annotator_id": 4, "payload": {"choice": "A"}, "comment": ""}),
+    ],
+)  # fmt: skip
+def test_from_db_builds_what_the_orm_builds(model, values):
+    """The hot path's instances equal Model.from_db's: same values, same deferred fields, loaded (not adding)
+    from the default database; a deferred field still loads on access."""
+    from django.db.models import signals
+
+    from feedback.services.distribution import _from_db
+
+    now = timezone.now()
+    values = {
+        **values,
+        **({"created_at": now} if "created_at" in {f.attname for f in model._meta.fields} else {}),
+    }
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    theirs = model.from_db("default", names, [values[n] for n in names])
+    ours = _from_db(model, values)
+    assert type(ours) is model
+    assert {k: v for k, v in vars(ours).items() if k != "_state"} == {
+        k: v for k, v in vars(theirs).items() if k != "_state"
+    }
+    assert ours.get_deferred_fields() == theirs.get_deferred_fields() and ours.get_deferred_fields()
+    assert (
+        (ours._state.adding, ours._state.db) == (theirs._state.adding, theirs._state.db) == (False, "default")
+    )
+    assert ours.pk == values["id"]
+    # _from_db skips __init__, which is only sound while nothing listens to it
+    assert not signals.pre_init.has_listeners(model) and not signals.post_init.has_listeners(model)
+
+
+@pytest.mark.django_db
+def test_from_db_instance_loads_a_deferred_field(project_factory, make_item):
+    from feedback.services.distribution import _from_db
+
+    item = make_item(project_factory())
+    ours = _from_db(Item, {"id": item.pk, "project_id": item.project_id})
+    assert ours.annotations_required == item.annotations_required  # deferred: one query
+    assert ours.prompt_id == item.prompt_id
+
+
+def test_dt_writes_what_the_backend_writes():
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    from feedback.services.distribution import _dt
+
+    now = timezone.now()
+    for value in (now, now.astimezone(ZoneInfo("Europe/Paris")), now.replace(tzinfo=UTC)):
+        if connection.vendor == "postgresql":
+            assert _dt(value) is value  # psycopg adapts timestamptz itself
+        else:
+            assert _dt(value) == connection.ops.adapt_datetimefield_value(value)

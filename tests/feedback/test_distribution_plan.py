@@ -56,6 +56,26 @@ def test_pick_uses_the_partial_index(busy_project, order, index):
         assert "Seq Scan on feedback_item" not in plan, plan
 
 
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="the merged live-lease check + pick is SQLite's")
+@pytest.mark.parametrize(
+    ("order", "index"), [("fewest", "item_open_fewest"), ("priority", "item_open_priority")]
+)
+def test_live_check_and_pick_keep_their_indexes(busy_project, order, index):
+    """The first pick of a next carries the live-lease check (one statement): both halves keep their plans."""
+    from feedback.services.distribution import PICK_WINDOW, _live_and_pick_sql
+
+    project, user = busy_project
+    now = _dt(timezone.now())
+    plan = _plan(
+        _live_and_pick_sql(order, PICK_WINDOW),
+        [user.pk, project.pk, now, project.pk, False, now, user.pk, user.pk],
+    )
+    item_lines = [line for line in plan.splitlines() if " i " in f" {line} " or "feedback_item" in line]
+    assert all("SCAN" not in line for line in item_lines), plan
+    assert f"SEARCH i USING INDEX {index} (project_id=?)" in plan, plan
+    assert "feedback_le_annotat_d66066_idx (annotator_id=? AND expires_at>?)" in plan, plan
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
 @pytest.mark.parametrize(
     ("order", "index"), [("fewest", "item_open_fewest"), ("priority", "item_open_priority")]
