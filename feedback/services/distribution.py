@@ -296,48 +296,81 @@ def _insert_plan(
     return sql, [_prep_for(f, vendor) for f in fields]
 
 
-def _insert(model: type[Any], rows: list[dict[str, Any]], *, returning: str = "id") -> list[Any]:
+def _insert(
+    model: type[Any], rows: list[dict[str, Any]], *, returning: str = "id", cursor: Any = None
+) -> list[Any]:
     """INSERT the rows in one statement (RETURNING one column): the hot path skips the ORM's query compiler.
-    Values are adapted as each field would (JSON, datetimes, booleans: see _prep_for)."""
+    Values are adapted as each field would (JSON, datetimes, booleans: see _prep_for). Runs on ``cursor`` when
+    given (a hot_cursor of the caller), else on a cursor of its own."""
     db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: the `connection` proxy costs a lookup per use
     names = tuple(rows[0])
     sql, preps = _insert_plan(model, names, len(rows), returning, db.vendor)
     params = [prep(row[name], db) for row in rows for name, prep in zip(names, preps, strict=True)]
-    with hot_cursor() as cursor:
-        cursor.execute(sql, params)
-        return [r[0] for r in cursor.fetchall()]
+    if cursor is None:
+        with hot_cursor() as own:
+            own.execute(sql, params)
+            return [r[0] for r in own.fetchall()]
+    cursor.execute(sql, params)
+    return [r[0] for r in cursor.fetchall()]
+
+
+@functools.lru_cache(maxsize=256)
+def _attname(model: type[Any], name: str) -> str:
+    return _field(model, name).attname
 
 
 def _insert_family_pg(
-    parent: type[Any], values: dict[str, Any], children: list[tuple[type[Any], str, list[dict]]]
+    parent: type[Any],
+    values: dict[str, Any],
+    children: list[tuple[type[Any], str, list[dict]]],
+    *,
+    cursor: Any = None,
 ) -> int:
     """PostgreSQL: INSERT one row and its child rows (each pointing at it through `fk`) in one statement,
-    with data-modifying CTEs. Every value is adapted by its field and cast to its column's type."""
-    qn = connection.ops.quote_name
-    fields = [parent._meta.get_field(name) for name in values]
-    params: list[Any] = [f.get_db_prep_save(values[f.name], connection) for f in fields]
+    with data-modifying CTEs. Every value is adapted by its field and cast to its column's type. The text is
+    built once per shape (the columns and row counts)."""
+    db = connections[DEFAULT_DB_ALIAS]
+    shape = tuple((model, fk, tuple(rows[0]) if rows else (), len(rows)) for model, fk, rows in children)
+    sql = _family_sql(parent, tuple(values), shape)
+    params: list[Any] = [_field(parent, name).get_db_prep_save(values[name], db) for name in values]
+    for model, _fk, rows in children:
+        for row in rows:
+            params += [_field(model, name).get_db_prep_save(row[name], db) for name in row]
+    if cursor is None:
+        with hot_cursor() as own:
+            own.execute(sql, params)
+            return own.fetchone()[0]
+    cursor.execute(sql, params)
+    return cursor.fetchone()[0]
+
+
+@functools.lru_cache(maxsize=256)
+def _field(model: type[Any], name: str) -> Any:
+    return model._meta.get_field(name)
+
+
+@functools.lru_cache(maxsize=64)
+def _family_sql(
+    parent: type[Any], names: tuple[str, ...], shape: tuple[tuple[type[Any], str, tuple[str, ...], int], ...]
+) -> str:
+    db = connections[DEFAULT_DB_ALIAS]
+    qn = db.ops.quote_name
+    fields = [_field(parent, name) for name in names]
     sql = [
         f"WITH a AS (INSERT INTO {parent._meta.db_table} ({', '.join(qn(f.column) for f in fields)})"
         f" VALUES ({', '.join(['%s'] * len(fields))}) RETURNING id)"
     ]
-    for n, (model, fk, rows) in enumerate(children):
-        if not rows:
+    for n, (model, fk, cnames, count) in enumerate(shape):
+        if not count:
             continue
-        cfields = [model._meta.get_field(name) for name in rows[0]]
-        columns = ", ".join(qn(f.column) for f in [model._meta.get_field(fk), *cfields])
-        selects = []
-        for row in rows:
-            selects.append(
-                "SELECT a.id, " + ", ".join(f"%s::{f.db_type(connection)}" for f in cfields) + " FROM a"
-            )
-            params += [f.get_db_prep_save(row[f.name], connection) for f in cfields]
+        cfields = [_field(model, name) for name in cnames]
+        columns = ", ".join(qn(f.column) for f in [_field(model, fk), *cfields])
+        select = "SELECT a.id, " + ", ".join(f"%s::{f.db_type(db)}" for f in cfields) + " FROM a"
         sql.append(
-            f", c{n} AS (INSERT INTO {model._meta.db_table} ({columns}) {' UNION ALL '.join(selects)})"
+            f", c{n} AS (INSERT INTO {model._meta.db_table} ({columns}) {' UNION ALL '.join([select] * count)})"
         )
     sql.append(" SELECT id FROM a")
-    with hot_cursor() as cursor:
-        cursor.execute("".join(sql), params)
-        return cursor.fetchone()[0]
+    return "".join(sql)
 
 
 def _candidates_sql(pg: bool) -> str:
@@ -776,22 +809,21 @@ def annotation_submit(
     delete_sql, update_sql = _submit_sql()
     pg = _is_pg()
     try:
-        with write_transaction():
-            with hot_cursor() as cursor:
-                if pg:
-                    cursor.execute(_submit_sql_pg(), [item_id, user.pk, now])
-                    row = cursor.fetchone()
-                    item_row = None if row is None or row[1] is None else row[1:]
-                else:
-                    cursor.execute(delete_sql, [item_id, user.pk, _dt(now)])
-                    row = cursor.fetchone()
-                    item_row = None
-                    if row is not None:
-                        cursor.execute(update_sql, [item_id])
-                        item_row = cursor.fetchone()
-                if row is None:
-                    return _first_result(user=user, item_id=item_id, idempotency_key=key), False
-                order_shown = [int(c) for c in _loads(row[0])]
+        with write_transaction(), hot_cursor() as cursor:  # one cursor for every statement of the submit
+            if pg:
+                cursor.execute(_submit_sql_pg(), [item_id, user.pk, now])
+                row = cursor.fetchone()
+                item_row = None if row is None or row[1] is None else row[1:]
+            else:
+                cursor.execute(delete_sql, [item_id, user.pk, _dt(now)])
+                row = cursor.fetchone()
+                item_row = None
+                if row is not None:
+                    cursor.execute(update_sql, [item_id])
+                    item_row = cursor.fetchone()
+            if row is None:
+                return _first_result(user=user, item_id=item_id, idempotency_key=key), False
+            order_shown = [int(c) for c in _loads(row[0])]
             if item_row is None:  # only when an admin lowered annotations_required below the leases held
                 raise Conflict(f"item {item_id} already has all the annotations it needs", code="item_full")
             prompt_id, _project_id, kind, allow_ties = item_row
@@ -833,17 +865,18 @@ def annotation_submit(
                         (BinaryLabel, "annotation", labels),
                         (Demonstration, "annotation", demos),
                     ],
+                    cursor=cursor,
                 )
             else:
-                (annotation_id,) = _insert(Annotation, [values])
+                (annotation_id,) = _insert(Annotation, [values], cursor=cursor)
                 for model, rows in ((PreferencePair, pairs), (BinaryLabel, labels), (Demonstration, demos)):
                     if rows:
-                        _insert(model, [{"annotation": annotation_id, **r} for r in rows])
+                        _insert(model, [{"annotation": annotation_id, **r} for r in rows], cursor=cursor)
             annotation = _from_db(
                 Annotation,
                 {
                     "id": annotation_id,
-                    **{Annotation._meta.get_field(k).attname: v for k, v in values.items()},
+                    **{_attname(Annotation, k): v for k, v in values.items()},
                 },
             )
             return annotation, True
