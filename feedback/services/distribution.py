@@ -643,10 +643,12 @@ def _lease_one_sqlite(
     order = project.assignment_order
     tried: list[int] = []
     wrap = False
-    for _ in range(MAX_PICK_ATTEMPTS):
-        pivot = 0.0 if wrap else random.random()
-        params = _pick_params(project=project, user=user, now_p=now_p, gold=gold, pivot=pivot, tried=tried)
-        with connection.cursor() as cursor:
+    with connection.cursor() as cursor:  # one cursor for the reads and the insert
+        for _ in range(MAX_PICK_ATTEMPTS):
+            pivot = 0.0 if wrap else random.random()
+            params = _pick_params(
+                project=project, user=user, now_p=now_p, gold=gold, pivot=pivot, tried=tried
+            )
             if check_live:
                 check_live = False
                 cursor.execute(_live_and_pick_sql(order, PICK_WINDOW), [user.pk, project.pk, now_p, *params])
@@ -656,40 +658,40 @@ def _lease_one_sqlite(
             else:
                 cursor.execute(_pick_sql(order, exclude=len(tried), limit=PICK_WINDOW), params)
                 rows = cursor.fetchall()
-        if not rows:
-            if order == AssignmentOrder.RANDOM and not wrap:
-                wrap = True  # nothing at or after the pivot: start again from the first item
-                continue
-            return None
-        shown: dict[int, list[str]] = {}  # item id -> its candidate ids in the order to show
-        insert_params: list[Any] = [user.pk]
-        for row in rows:
-            ids = row[9].split(",") if row[9] else []
-            random.shuffle(ids)
-            shown[row[0]] = ids
-            insert_params += [row[0], f"[{','.join(ids)}]"]
-        insert_params += [now_p, expires_p, *shown, gold, now_p, user.pk, user.pk]
-        with write_statement(), connection.cursor() as cursor:
-            cursor.execute(_insert_lease_among_sql(order, len(shown)), insert_params)
-            rows_inserted = cursor.fetchall()  # to the end: the statement commits when it completes
-        inserted = rows_inserted[0] if rows_inserted else None
-        if inserted is not None:
-            lease_id, item_id = inserted
-            row = next(row for row in rows if row[0] == item_id)
-            order_shown = [int(c) for c in shown[item_id]]
-            by_id = {c["id"]: c for c in _loads(row[8]) or []}
-            return _build_lease(
-                lease_id=lease_id,
-                project=project,
-                user=user,
-                item_row=row,
-                order_shown=order_shown,
-                candidates=_as_candidates(row, [by_id[c] for c in order_shown]),
-                now=now,
-                expires_at=expires_at,
-            )
-        tried += shown  # all of them were filled since our read: read the next window
-    return None
+            if not rows:
+                if order == AssignmentOrder.RANDOM and not wrap:
+                    wrap = True  # nothing at or after the pivot: start again from the first item
+                    continue
+                return None
+            shown: dict[int, list[str]] = {}  # item id -> its candidate ids in the order to show
+            insert_params: list[Any] = [user.pk]
+            for row in rows:
+                ids = row[9].split(",") if row[9] else []
+                random.shuffle(ids)
+                shown[row[0]] = ids
+                insert_params += [row[0], f"[{','.join(ids)}]"]
+            insert_params += [now_p, expires_p, *shown, gold, now_p, user.pk, user.pk]
+            with write_statement():
+                cursor.execute(_insert_lease_among_sql(order, len(shown)), insert_params)
+                rows_inserted = cursor.fetchall()  # to the end: the statement commits when it completes
+            inserted = rows_inserted[0] if rows_inserted else None
+            if inserted is not None:
+                lease_id, item_id = inserted
+                row = next(row for row in rows if row[0] == item_id)
+                order_shown = [int(c) for c in shown[item_id]]
+                by_id = {c["id"]: c for c in _loads(row[8]) or []}
+                return _build_lease(
+                    lease_id=lease_id,
+                    project=project,
+                    user=user,
+                    item_row=row,
+                    order_shown=order_shown,
+                    candidates=_as_candidates(row, [by_id[c] for c in order_shown]),
+                    now=now,
+                    expires_at=expires_at,
+                )
+            tried += shown  # all of them were filled since our read: read the next window
+        return None
 
 
 def item_next(*, project: Project, user: AbstractBaseUser) -> Lease | None:
