@@ -204,12 +204,14 @@ class Conn:
 @dataclass
 class Cpu:
     """CPU seconds spent: by the server's processes (user, system) and by the whole machine (busy, of which
-    softirq: loopback TCP is processed there, outside any process's own time)."""
+    softirq: loopback TCP is processed there, outside any process's own time; and steal: time the host gave
+    to other guests, a sign of a contended machine)."""
 
     server_user: float = 0.0
     server_sys: float = 0.0
     machine_busy: float = 0.0
     machine_softirq: float = 0.0
+    machine_steal: float = 0.0
 
     def __add__(self, other: Cpu) -> Cpu:
         return Cpu(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
@@ -248,7 +250,7 @@ def cpu_now(server_pid: int | None) -> Cpu:
                 p = parents[p]
             if p == server_pid:
                 user, system = user + u, system + s
-    return Cpu(user / tick, system / tick, busy / tick, fields[6] / tick)
+    return Cpu(user / tick, system / tick, busy / tick, fields[6] / tick, fields[7] / tick)
 
 
 @dataclass
@@ -395,6 +397,7 @@ def cpu_figures(prefix: str, phase: PhaseResult) -> dict[str, float | None]:
         f"{prefix}server_sys_ms_per_cycle": per["server_sys"],
         f"{prefix}machine_busy_ms_per_cycle": per["machine_busy"],
         f"{prefix}softirq_ms_per_cycle": per["machine_softirq"],
+        f"{prefix}steal_ms_per_cycle": per["machine_steal"],
     }
 
 

@@ -6,6 +6,7 @@ Every 4xx answer has the body ``{"code": "<machine-readable>", "message": "<for 
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
@@ -16,7 +17,7 @@ from rest_framework import exceptions, serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
-from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
+from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
 
 from feedback.errors import FeedbackError
 from feedback.importing import ImportFileError
@@ -131,12 +132,21 @@ class ProcessThrottleStore:
 throttle_store = ProcessThrottleStore()
 
 
+@functools.lru_cache(maxsize=64)
+def _parse_rate(rate: str | None) -> tuple[int | None, int | None]:
+    return SimpleRateThrottle.parse_rate(None, rate)  # type: ignore[arg-type]  # it does not use self
+
+
 class _LiveRate:
     """Read the rate from the settings at call time (so a test or deployment can change it); keep the
-    history in throttle_store."""
+    history in throttle_store. DRF builds each throttle on every request: the parsed rate is remembered."""
 
     scope: str
     cache = throttle_store
+
+    def __init__(self) -> None:
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = _parse_rate(self.rate)
 
     def get_rate(self) -> str | None:
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)

@@ -507,3 +507,20 @@ def test_dt_writes_what_the_backend_writes():
             assert _dt(value) is value  # psycopg adapts timestamptz itself
         else:
             assert _dt(value) == connection.ops.adapt_datetimefield_value(value)
+
+
+def test_from_db_related_cache_serves_forward_relations():
+    """_from_db's ``related`` is what assigning the relation caches: no query to read it back."""
+    from django.test.utils import CaptureQueriesContext
+
+    from feedback.models import Project
+    from feedback.services.distribution import _from_db
+
+    project = Project(pk=5, name="p")
+    theirs = Item(id=1, project_id=5, prompt_id=2)
+    theirs.project = project
+    ours = _from_db(Item, {"id": 1, "project_id": 5, "prompt_id": 2}, related={"project": project})
+    assert ours._state.fields_cache == theirs._state.fields_cache
+    with CaptureQueriesContext(connection) as queries:
+        assert ours.project is project
+    assert not queries.captured_queries
