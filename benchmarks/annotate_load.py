@@ -26,7 +26,11 @@ queries_per_request (mean SQL statements per next/submit request, from the app's
 every statement sent through Django's cursor, BEGIN included; COMMIT is a connection call and not counted),
 ceiling_cycles_per_s — and, beyond those: ratio (cycles_per_s / ceiling_cycles_per_s), next_p50_ms,
 submit_p50_ms, client_cpu_pct (the load generator's own CPU, % of one core, in the real phase), loadavg_1m
-(the machine is shared), workers (the server's processes x threads).
+(the machine is shared), workers (the server's processes x threads), and CPU milliseconds per completed cycle
+for the real loop and (prefixed ``ceiling_``) the ceiling: server_user / server_sys (the server's processes, from
+/proc), machine_busy (every core's busy time, client and database server included), softirq (loopback TCP) and
+steal (time the host gave to other guests: when it is more than a fraction of a millisecond, the machine was
+contended and the run says little).
 
 Targets on a 2-core machine: 1 annotator p99 < 15 ms (next and submit); 32 no pause: SQLite >= 0.6 x ceiling,
 PostgreSQL >= 0.4 x ceiling, p99 < 400 ms; 64 pausing: p99 < 50 ms; everywhere 0 errors, 0 over-assigned,
