@@ -284,12 +284,17 @@ def _prep_for(field: Any, vendor: str) -> Callable[[Any, Any], Any]:
     return general
 
 
+@functools.lru_cache(maxsize=256)
+def _field(model: type[Any], name: str) -> Any:
+    return model._meta.get_field(name)
+
+
 @functools.lru_cache(maxsize=128)
 def _insert_plan(
     model: type[Any], names: tuple[str, ...], n: int, returning: str, vendor: str
 ) -> tuple[str, list[Callable[[Any, Any], Any]]]:
     """The INSERT's SQL text and each column's adapter, built once per shape (model, columns, rows) and backend."""
-    fields = [model._meta.get_field(name) for name in names]
+    fields = [_field(model, name) for name in names]
     qn = connection.ops.quote_name
     one = "(" + ", ".join(["%s"] * len(fields)) + ")"
     sql = (
@@ -299,27 +304,15 @@ def _insert_plan(
     return sql, [_prep_for(f, vendor) for f in fields]
 
 
-def _insert(
-    model: type[Any], rows: list[dict[str, Any]], *, returning: str = "id", cursor: Any = None
-) -> list[Any]:
-    """INSERT the rows in one statement (RETURNING one column): the hot path skips the ORM's query compiler.
-    Values are adapted as each field would (JSON, datetimes, booleans: see _prep_for). Runs on ``cursor`` when
-    given (a hot_cursor of the caller), else on a cursor of its own."""
+def _insert(model: type[Any], rows: list[dict[str, Any]], *, cursor: Any, returning: str = "id") -> list[Any]:
+    """INSERT the rows in one statement (RETURNING one column) on the caller's ``cursor``: the hot path skips the
+    ORM's query compiler. Values are adapted as each field would (JSON, datetimes, booleans: see _prep_for)."""
     db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: the `connection` proxy costs a lookup per use
     names = tuple(rows[0])
     sql, preps = _insert_plan(model, names, len(rows), returning, db.vendor)
     params = [prep(row[name], db) for row in rows for name, prep in zip(names, preps, strict=True)]
-    if cursor is None:
-        with hot_cursor() as own:
-            own.execute(sql, params)
-            return [r[0] for r in own.fetchall()]
     cursor.execute(sql, params)
     return [r[0] for r in cursor.fetchall()]
-
-
-@functools.lru_cache(maxsize=256)
-def _attname(model: type[Any], name: str) -> str:
-    return _field(model, name).attname
 
 
 def _insert_family_pg(
@@ -327,10 +320,10 @@ def _insert_family_pg(
     values: dict[str, Any],
     children: list[tuple[type[Any], str, list[dict]]],
     *,
-    cursor: Any = None,
+    cursor: Any,
 ) -> int:
-    """PostgreSQL: INSERT one row and its child rows (each pointing at it through `fk`) in one statement,
-    with data-modifying CTEs. Every value is adapted by its field and cast to its column's type. The text is
+    """PostgreSQL, on the caller's ``cursor``: INSERT one row and its child rows (each pointing at it through
+    `fk`) in one statement, with data-modifying CTEs. Every value is adapted by its field and cast to its column's type. The text is
     built once per shape (the columns and row counts)."""
     db = connections[DEFAULT_DB_ALIAS]
     shape = tuple((model, fk, tuple(rows[0]) if rows else (), len(rows)) for model, fk, rows in children)
@@ -339,17 +332,8 @@ def _insert_family_pg(
     for model, _fk, rows in children:
         for row in rows:
             params += [_field(model, name).get_db_prep_save(row[name], db) for name in row]
-    if cursor is None:
-        with hot_cursor() as own:
-            own.execute(sql, params)
-            return own.fetchone()[0]
     cursor.execute(sql, params)
     return cursor.fetchone()[0]
-
-
-@functools.lru_cache(maxsize=256)
-def _field(model: type[Any], name: str) -> Any:
-    return model._meta.get_field(name)
 
 
 @functools.lru_cache(maxsize=64)
@@ -880,7 +864,7 @@ def annotation_submit(
                 Annotation,
                 {
                     "id": annotation_id,
-                    **{_attname(Annotation, k): v for k, v in values.items()},
+                    **{_field(Annotation, k).attname: v for k, v in values.items()},
                 },
             )
             return annotation, True
