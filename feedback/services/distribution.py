@@ -10,9 +10,10 @@ How each backend makes racing ``next`` calls safe:
   against the latest commit and leases the first with room. Holding the one write lock for the pick, as a
   first version did, capped throughput at the pick's speed (measured in benchmarks/annotate_load.py).
 - PostgreSQL (READ COMMITTED): the pick locks the item row with ``FOR UPDATE SKIP LOCKED``; the lease is then
-  inserted by a *second* statement that re-counts live leases while the row lock is held. A statement
-  takes a fresh snapshot, so it sees leases that another ``next`` committed just before we locked the row
-  (the pick's snapshot may not). If the re-check inserts nothing, we pick again.
+  inserted by ``arbiter_lease_insert`` (migration 0007), called by the same statement after the lock is
+  taken, which re-counts live leases in a statement of its own. A VOLATILE function takes a fresh snapshot
+  per statement, so it sees leases that another ``next`` committed just before we locked the row (the
+  pick's snapshot may not). If the re-check inserts nothing, we pick again.
 Submit turns a lease into an annotation under the same row lock (it updates the item row), so the sum
 ``annotations_count + live leases`` never grows.
 
@@ -20,12 +21,14 @@ SQL per call on the hot path (statements sent through Django's cursor; BEGIN is 
 - next, SQLite: live-lease check and pick in one statement (a window of items, with their prompts and
   candidates) + insert (in autocommit under the file lock, see write_statement) = 2 (two more per re-read
   window).
-- next, PostgreSQL: live-lease check (SET LOCAL synchronous_commit = off rides on it) + pick (item, prompt
-  and candidates in one row) + insert = 3 (two more per re-pick).
+- next, PostgreSQL: live-lease check, pick (item, prompt and candidates in one row), order shown and lease
+  insert in one statement, in autocommit (SET LOCAL synchronous_commit = off rides on it) = 1 (one more per
+  re-pick).
 - submit, SQLite: BEGIN + delete lease (RETURNING order shown) + update item (RETURNING kind) + insert
   annotation + insert derived rows = 5 (6 with a demonstration).
-- submit, PostgreSQL: delete lease and update item in one statement + annotation and all derived rows in one
-  statement (data-modifying CTEs) = 2.
+- submit, PostgreSQL, in autocommit (no BEGIN/COMMIT round trips): read the live lease (what validation
+  needs) + take it, count it on the item, insert the annotation and all derived rows in one statement
+  (data-modifying CTEs, atomic on its own) = 2.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import json
 import random
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -315,37 +318,53 @@ def _insert(model: type[Any], rows: list[dict[str, Any]], *, cursor: Any, return
     return [r[0] for r in cursor.fetchall()]
 
 
-def _insert_family_pg(
-    parent: type[Any],
+def _submit_write_pg(
     values: dict[str, Any],
     children: list[tuple[type[Any], str, list[dict]]],
     *,
+    lease: list[Any],
     cursor: Any,
-) -> int:
-    """PostgreSQL, on the caller's ``cursor``: INSERT one row and its child rows (each pointing at it through
-    `fk`) in one statement, with data-modifying CTEs. Every value is adapted by its field and cast to its column's type. The text is
+) -> tuple[bool, int | None]:
+    """PostgreSQL, one statement in autocommit: take the lease (``lease`` = item id, annotator id, now, the
+    order shown as validated), count the annotation on the item, INSERT the annotation and its child rows
+    (each pointing at it through `fk`). Returns (the lease was taken, the annotation's id or None when the
+    item had no room left). Each value is adapted by its field and cast to its column's type; the text is
     built once per shape (the columns and row counts)."""
     db = connections[DEFAULT_DB_ALIAS]
     shape = tuple((model, fk, tuple(rows[0]) if rows else (), len(rows)) for model, fk, rows in children)
-    sql = _family_sql(parent, tuple(values), shape)
-    params: list[Any] = [_field(parent, name).get_db_prep_save(values[name], db) for name in values]
+    sql = _submit_write_sql_pg(Annotation, tuple(values), shape)
+    params: list[Any] = [*lease]
+    params += [_field(Annotation, name).get_db_prep_save(values[name], db) for name in values]
     for model, _fk, rows in children:
         for row in rows:
             params += [_field(model, name).get_db_prep_save(row[name], db) for name in row]
     cursor.execute(sql, params)
-    return cursor.fetchone()[0]
+    taken, annotation_id = cursor.fetchone()
+    return bool(taken), annotation_id
 
 
 @functools.lru_cache(maxsize=64)
-def _family_sql(
+def _submit_write_sql_pg(
     parent: type[Any], names: tuple[str, ...], shape: tuple[tuple[type[Any], str, tuple[str, ...], int], ...]
 ) -> str:
+    """Data-modifying CTEs, in this order: d deletes the live lease (only with the order shown that the payload
+    was validated against), u counts the annotation on the item (only after d, and only with room: the row
+    lock and its re-check serialise racing submits), a inserts the annotation (only after u), c<n> its
+    derived rows. A second submit of the same lease finds nothing to delete and writes nothing. If the item
+    has no room left (only when an admin lowered ``annotations_required`` below the leases held, between this
+    submit's read and its write) the lease is gone and nothing else is written: the item is full anyway."""
     db = connections[DEFAULT_DB_ALIAS]
     qn = db.ops.quote_name
     fields = [_field(parent, name) for name in names]
     sql = [
-        f"WITH a AS (INSERT INTO {parent._meta.db_table} ({', '.join(qn(f.column) for f in fields)})"
-        f" VALUES ({', '.join(['%s'] * len(fields))}) RETURNING id)"
+        f"WITH d AS (DELETE FROM {T_LEASE} WHERE item_id = %s AND annotator_id = %s AND expires_at > %s"
+        f" AND order_shown = %s::jsonb RETURNING item_id),"
+        f" u AS (UPDATE {T_ITEM} SET annotations_count = {T_ITEM}.annotations_count + 1,"
+        f" is_open = ({T_ITEM}.annotations_count + 1 < {T_ITEM}.annotations_required) FROM d"
+        f" WHERE {T_ITEM}.id = d.item_id AND {T_ITEM}.annotations_count < {T_ITEM}.annotations_required"
+        f" RETURNING {T_ITEM}.id),"
+        f" a AS (INSERT INTO {parent._meta.db_table} ({', '.join(qn(f.column) for f in fields)})"
+        f" SELECT {', '.join(f'%s::{f.db_type(db)}' for f in fields)} FROM u RETURNING id)"
     ]
     for n, (model, fk, cnames, count) in enumerate(shape):
         if not count:
@@ -356,7 +375,7 @@ def _family_sql(
         sql.append(
             f", c{n} AS (INSERT INTO {model._meta.db_table} ({columns}) {' UNION ALL '.join([select] * count)})"
         )
-    sql.append(" SELECT id FROM a")
+    sql.append(" SELECT (SELECT COUNT(*) FROM d), (SELECT id FROM a)")
     return "".join(sql)
 
 
@@ -418,21 +437,6 @@ def _pick_sql_for(order: str, exclude: int, limit: int, pg: bool) -> str:
         f" AND NOT EXISTS (SELECT 1 FROM {T_SKIP} s WHERE s.item_id = i.id AND s.annotator_id = %s)"
         f"{random_pivot}{not_in}"
         f" ORDER BY {order_by} LIMIT {int(limit)}{lock}"
-    )
-
-
-def _insert_lease_sql() -> str:
-    cast = "::jsonb" if _is_pg() else ""
-    # Re-counts live leases in its own statement (a fresh snapshot on PostgreSQL) while the row lock is held.
-    # An expired lease of this annotator on the item is renewed in place (one row per item and annotator).
-    return (
-        f"INSERT INTO {T_LEASE} (item_id, annotator_id, order_shown, created_at, expires_at)"
-        f" SELECT i.id, %s, %s{cast}, %s, %s FROM {T_ITEM} i"
-        f" WHERE i.id = %s AND i.is_open AND i.annotations_count + (SELECT COUNT(*) FROM {T_LEASE} l"
-        f"   WHERE l.item_id = i.id AND l.expires_at > %s) < i.annotations_required"
-        f" ON CONFLICT (item_id, annotator_id) DO UPDATE SET order_shown = excluded.order_shown,"
-        f" created_at = excluded.created_at, expires_at = excluded.expires_at"
-        f" RETURNING id"
     )
 
 
@@ -523,13 +527,6 @@ def _pick_params(
     return params + tried
 
 
-def _shuffled(row: Sequence[Any]) -> list[dict[str, Any]]:
-    """The picked row's candidates (column 8: a JSON array), in a random order to show them."""
-    raw = sorted(_loads(row[8]) or [], key=lambda c: c["position"])
-    random.shuffle(raw)
-    return raw
-
-
 def _as_candidates(row: Sequence[Any], raw: list[dict[str, Any]]) -> list[Candidate]:
     return [
         _from_db(
@@ -553,6 +550,7 @@ _LIVE_SQL = (
     " ORDER BY l.created_at DESC LIMIT 1"
 )
 _PICK_COLUMNS = 10  # columns of a pick row (see _pick_sql_for)
+_PICK_COLUMNS_PG = 9  # the same on PostgreSQL (one candidates column)
 
 
 @functools.lru_cache(maxsize=16)
@@ -574,45 +572,70 @@ def _live_lease(lease_id: int, *, project: Project) -> Lease:
     return live
 
 
-def _lease_one_pg(*, project: Project, user: AbstractBaseUser, now: datetime, gold: bool) -> Lease | None:
-    """PostgreSQL, inside the caller's transaction: lock one free item (SKIP LOCKED), then insert the lease with
-    a statement that re-counts live leases in a fresh snapshot; pick again if it was filled meanwhile."""
+@functools.lru_cache(maxsize=64)
+def _next_sql_pg(order: str, exclude: int, check_live: bool) -> str:
+    """PostgreSQL, one statement in autocommit (one round trip): the user's live lease (with ``check_live``),
+    the pick with its row lock (``FOR UPDATE SKIP LOCKED``), the order to show (shuffled here), and the lease
+    insert by ``arbiter_lease_insert`` (migration 0007), which re-counts live leases in a fresh snapshot while
+    the row lock is held; it runs only when there is no live lease. A lease is worth nothing after a crash (it
+    would only expire), so this statement does not wait for the WAL flush (``set_config(..., true)`` is SET
+    LOCAL for its own transaction); submits keep full durability. One row always comes back: the pick's
+    columns (NULL when nothing is free), then the live lease id, the order shown and the new lease id."""
+    live = f"SELECT ({_LIVE_SQL}) AS id" if check_live else "SELECT NULL::bigint AS id"
+    return (
+        f"WITH live AS MATERIALIZED ({live}),"
+        f" picked AS MATERIALIZED ({_pick_sql_for(order, exclude, 1, True)}),"
+        f" shown AS MATERIALIZED (SELECT picked.id, (SELECT jsonb_agg(ic.candidate_id ORDER BY random())"
+        f" FROM {T_IC} ic WHERE ic.item_id = picked.id) AS ord FROM picked)"
+        " SELECT picked.*, live.id, shown.ord, CASE WHEN live.id IS NULL AND shown.id IS NOT NULL THEN"
+        " arbiter_lease_insert(shown.id, %s::integer, shown.ord, %s::timestamptz, %s::timestamptz) END,"
+        " set_config('synchronous_commit', 'off', true)"
+        " FROM live LEFT JOIN picked ON true LEFT JOIN shown ON true"
+    )
+
+
+def _lease_one_pg(
+    *, project: Project, user: AbstractBaseUser, now: datetime, gold: bool, check_live: bool
+) -> Lease | None:
+    """PostgreSQL: lock one free item (SKIP LOCKED) and lease it in one statement (_next_sql_pg); pick again
+    if it was filled meanwhile. With ``check_live``, the user's live lease in the project wins (a reload)."""
     expires_at = now + timedelta(seconds=project.lease_ttl_seconds)
-    now_p = _dt(now)
+    order = project.assignment_order
     tried: list[int] = []
     wrap = False
     with hot_cursor() as cursor:
         for _ in range(MAX_PICK_ATTEMPTS):
             pivot = 0.0 if wrap else random.random()
-            params = _pick_params(
-                project=project, user=user, now_p=now_p, gold=gold, pivot=pivot, tried=tried
+            params = _pick_params(project=project, user=user, now_p=now, gold=gold, pivot=pivot, tried=tried)
+            live_params = [user.pk, project.pk, now] if check_live else []
+            cursor.execute(
+                _next_sql_pg(order, len(tried), check_live), [*live_params, *params, user.pk, now, expires_at]
             )
-            cursor.execute(_pick_sql(project.assignment_order, exclude=len(tried)), params)
             row = cursor.fetchone()
-            if row is None:
-                if project.assignment_order == AssignmentOrder.RANDOM and not wrap:
+            check_live = False
+            live_id, shown, lease_id, _ = row[_PICK_COLUMNS_PG:]
+            if live_id is not None:
+                return _live_lease(live_id, project=project)
+            if row[0] is None:
+                if order == AssignmentOrder.RANDOM and not wrap:
                     wrap = True  # nothing at or after the pivot: start again from the first item
                     continue
                 return None
-            candidates = _as_candidates(row, _shuffled(row))
-            order_shown = [c.pk for c in candidates]
-            cursor.execute(
-                _insert_lease_sql(),
-                [user.pk, _json_param(order_shown), _dt(now), _dt(expires_at), row[0], now_p],
+            if lease_id is None:
+                tried.append(row[0])  # another next() filled it between our snapshot and the lock: pick again
+                continue
+            order_shown = [int(c) for c in _loads(shown)]
+            by_id = {c["id"]: c for c in _loads(row[8]) or []}
+            return _build_lease(
+                lease_id=lease_id,
+                project=project,
+                user=user,
+                item_row=row,
+                order_shown=order_shown,
+                candidates=_as_candidates(row, [by_id[c] for c in order_shown]),
+                now=now,
+                expires_at=expires_at,
             )
-            inserted = cursor.fetchone()
-            if inserted is not None:
-                return _build_lease(
-                    lease_id=inserted[0],
-                    project=project,
-                    user=user,
-                    item_row=row,
-                    order_shown=order_shown,
-                    candidates=candidates,
-                    now=now,
-                    expires_at=expires_at,
-                )
-            tried.append(row[0])  # another next() filled it between our snapshot and the lock: pick again
     return None
 
 
@@ -700,38 +723,22 @@ def item_next(*, project: Project, user: AbstractBaseUser) -> Lease | None:
             if lease is not None:
                 return lease
         return None
-    # PostgreSQL: one transaction (the row lock must outlive the insert).
-    with transaction.atomic():
-        # A lease is worth nothing after a crash (it would only expire): do not wait for the WAL flush
-        # (~4 ms here); submits keep full durability. set_config(..., true) is SET LOCAL, in the same
-        # statement as the live-lease check (one round trip fewer).
-        live_sql = f"SELECT ({_LIVE_SQL}), set_config('synchronous_commit', 'off', true)"
-        with hot_cursor() as cursor:
-            cursor.execute(live_sql, [user.pk, project.pk, now])
-            (live_id, _) = cursor.fetchone()
-        if live_id is not None:
-            return _live_lease(live_id, project=project)
-        for gold in golds:
-            lease = _lease_one_pg(project=project, user=user, now=now, gold=gold)
-            if lease is not None:
-                return lease
+    # PostgreSQL: one statement per pick (in autocommit, or in the caller's transaction).
+    for k, gold in enumerate(golds):
+        lease = _lease_one_pg(project=project, user=user, now=now, gold=gold, check_live=k == 0)
+        if lease is not None:
+            return lease
     return None
 
 
-@functools.lru_cache(maxsize=1)
-def _submit_sql_pg() -> str:
-    """PostgreSQL: take the lease and count the annotation in one statement. A row with a null prompt means the
-    lease was there but the item is already full; no row, no live lease."""
-    return (
-        f"WITH d AS (DELETE FROM {T_LEASE} WHERE item_id = %s AND annotator_id = %s AND expires_at > %s"
-        f" RETURNING order_shown, item_id),"
-        f" u AS (UPDATE {T_ITEM} SET annotations_count = {T_ITEM}.annotations_count + 1,"
-        f" is_open = ({T_ITEM}.annotations_count + 1 < {T_ITEM}.annotations_required) FROM d"
-        f" WHERE {T_ITEM}.id = d.item_id AND {T_ITEM}.annotations_count < {T_ITEM}.annotations_required"
-        f" RETURNING {T_ITEM}.id, {T_ITEM}.prompt_id, {T_ITEM}.project_id)"
-        f" SELECT d.order_shown, u.prompt_id, u.project_id, pr.task_kind, pr.allow_ties"
-        f" FROM d LEFT JOIN u ON u.id = d.item_id LEFT JOIN {T_PROJECT} pr ON pr.id = u.project_id"
-    )
+#: PostgreSQL, submit's read (autocommit): the live lease's order shown, what validation needs, and whether the
+#: item still has room
+_SUBMIT_READ_SQL_PG = (
+    f"SELECT l.order_shown, i.prompt_id, pr.task_kind, pr.allow_ties,"
+    f" i.annotations_count < i.annotations_required"
+    f" FROM {T_LEASE} l JOIN {T_ITEM} i ON i.id = l.item_id JOIN {T_PROJECT} pr ON pr.id = i.project_id"
+    f" WHERE l.item_id = %s AND l.annotator_id = %s AND l.expires_at > %s"
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -794,85 +801,164 @@ def annotation_submit(
         demonstration=demonstration,
     )
     now = timezone.now()
-    delete_sql, update_sql = _submit_sql()
-    pg = _is_pg()
+    extras = {"time_spent_ms": time_spent_ms, "comment": comment, "flags": flag_list, "idempotency_key": key}
     try:
-        with write_transaction(), hot_cursor() as cursor:  # one cursor for every statement of the submit
-            if pg:
-                cursor.execute(_submit_sql_pg(), [item_id, user.pk, now])
-                row = cursor.fetchone()
-                item_row = None if row is None or row[1] is None else row[1:]
-            else:
-                cursor.execute(delete_sql, [item_id, user.pk, _dt(now)])
-                row = cursor.fetchone()
-                item_row = None
-                if row is not None:
-                    cursor.execute(update_sql, [item_id])
-                    item_row = cursor.fetchone()
-            if row is None:
-                return _first_result(user=user, item_id=item_id, idempotency_key=key), False
-            order_shown = [int(c) for c in _loads(row[0])]
-            if item_row is None:  # only when an admin lowered annotations_required below the leases held
-                raise Conflict(f"item {item_id} already has all the annotations it needs", code="item_full")
-            prompt_id, _project_id, kind, allow_ties = item_row
-            judgement = validate_payload(kind, payload, order_shown, allow_ties=bool(allow_ties))
-            values = {
-                "item": item_id,
-                "annotator": user.pk,
-                "kind": kind,
-                "payload": judgement.payload,
-                "order_shown": order_shown,
-                "time_spent_ms": time_spent_ms,
-                "comment": comment,
-                "flags": flag_list,
-                "idempotency_key": key,
-                "created_at": now,
-            }
-            pairs = [
-                {
-                    "prompt": prompt_id,
-                    "chosen": p.chosen,
-                    "rejected": p.rejected,
-                    "is_tie": p.is_tie,
-                    "margin": p.margin,
-                    "created_at": now,
-                }
-                for p in judgement.pairs
-            ]
-            labels = [
-                {"candidate": lb.candidate, "label": lb.label, "reasons": list(lb.reasons), "created_at": now}
-                for lb in judgement.labels
-            ]
-            demos = [{"prompt": prompt_id, "text": demonstration, "created_at": now}] if demonstration else []
-            if pg:  # one statement for the annotation and everything derived from it
-                annotation_id = _insert_family_pg(
-                    Annotation,
-                    values,
-                    [
-                        (PreferencePair, "annotation", pairs),
-                        (BinaryLabel, "annotation", labels),
-                        (Demonstration, "annotation", demos),
-                    ],
-                    cursor=cursor,
-                )
-            else:
-                (annotation_id,) = _insert(Annotation, [values], cursor=cursor)
-                for model, rows in ((PreferencePair, pairs), (BinaryLabel, labels), (Demonstration, demos)):
-                    if rows:
-                        _insert(model, [{"annotation": annotation_id, **r} for r in rows], cursor=cursor)
-            annotation = _from_db(
-                Annotation,
-                {
-                    "id": annotation_id,
-                    **{_field(Annotation, k).attname: v for k, v in values.items()},
-                },
+        if _is_pg():
+            return _submit_pg(
+                user=user, item_id=item_id, payload=payload, extras=extras, demo=demonstration, now=now
             )
-            return annotation, True
+        return _submit_sqlite(
+            user=user, item_id=item_id, payload=payload, extras=extras, demo=demonstration, now=now
+        )
     except IntegrityError:
         # The (annotator, idempotency key) pair may be taken by an annotation of another item: report that.
         if not Annotation.objects.filter(annotator=user, idempotency_key=key).exists():
             raise
         return _first_result(user=user, item_id=item_id, idempotency_key=key), False
+
+
+def _annotation_rows(
+    *,
+    item_id: int,
+    user: AbstractBaseUser,
+    kind: str,
+    prompt_id: int,
+    judgement: Any,
+    order_shown: list[int],
+    extras: dict[str, Any],
+    demo: str,
+    now: datetime,
+) -> tuple[dict[str, Any], list[tuple[type[Any], str, list[dict[str, Any]]]]]:
+    """The annotation's column values and its derived rows (pairs, binary labels, a demonstration)."""
+    values = {
+        "item": item_id,
+        "annotator": user.pk,
+        "kind": kind,
+        "payload": judgement.payload,
+        "order_shown": order_shown,
+        **extras,
+        "created_at": now,
+    }
+    pairs = [
+        {
+            "prompt": prompt_id,
+            "chosen": p.chosen,
+            "rejected": p.rejected,
+            "is_tie": p.is_tie,
+            "margin": p.margin,
+            "created_at": now,
+        }
+        for p in judgement.pairs
+    ]
+    labels = [
+        {"candidate": lb.candidate, "label": lb.label, "reasons": list(lb.reasons), "created_at": now}
+        for lb in judgement.labels
+    ]
+    demos = [{"prompt": prompt_id, "text": demo, "created_at": now}] if demo else []
+    return values, [
+        (PreferencePair, "annotation", pairs),
+        (BinaryLabel, "annotation", labels),
+        (Demonstration, "annotation", demos),
+    ]
+
+
+def _built_annotation(annotation_id: int, values: dict[str, Any]) -> Annotation:
+    return _from_db(
+        Annotation, {"id": annotation_id, **{_field(Annotation, k).attname: v for k, v in values.items()}}
+    )
+
+
+def _item_full(item_id: int) -> Conflict:
+    # only when an admin lowered annotations_required below the leases held
+    return Conflict(f"item {item_id} already has all the annotations it needs", code="item_full")
+
+
+def _submit_pg(
+    *,
+    user: AbstractBaseUser,
+    item_id: int,
+    payload: dict[str, Any],
+    extras: dict[str, Any],
+    demo: str,
+    now: datetime,
+) -> tuple[Annotation, bool]:
+    """PostgreSQL, two statements in autocommit (no BEGIN/COMMIT round trips): read the live lease (what the
+    payload is validated against), then take it and write everything in one statement (_submit_write_sql_pg),
+    which is atomic on its own."""
+    key = extras["idempotency_key"]
+    db = connections[DEFAULT_DB_ALIAS]
+    # Inside a caller's transaction, a savepoint: a failed write (a reused idempotency key) must not abort it.
+    guard = transaction.atomic() if db.in_atomic_block else nullcontext()
+    with guard, hot_cursor() as cursor:
+        cursor.execute(_SUBMIT_READ_SQL_PG, [item_id, user.pk, now])
+        row = cursor.fetchone()
+        if row is None:
+            return _first_result(user=user, item_id=item_id, idempotency_key=key), False
+        order_json, prompt_id, kind, allow_ties, has_room = row
+        if not has_room:
+            raise _item_full(item_id)
+        order_shown = [int(c) for c in _loads(order_json)]
+        judgement = validate_payload(kind, payload, order_shown, allow_ties=bool(allow_ties))
+        values, children = _annotation_rows(
+            item_id=item_id,
+            user=user,
+            kind=kind,
+            prompt_id=prompt_id,
+            judgement=judgement,
+            order_shown=order_shown,
+            extras=extras,
+            demo=demo,
+            now=now,
+        )
+        taken, annotation_id = _submit_write_pg(
+            values, children, lease=[item_id, user.pk, now, _json_param(order_shown)], cursor=cursor
+        )
+    if not taken:  # a retry of this submit took the lease first, or it expired meanwhile
+        return _first_result(user=user, item_id=item_id, idempotency_key=key), False
+    if annotation_id is None:
+        raise _item_full(item_id)
+    return _built_annotation(annotation_id, values), True
+
+
+def _submit_sqlite(
+    *,
+    user: AbstractBaseUser,
+    item_id: int,
+    payload: dict[str, Any],
+    extras: dict[str, Any],
+    demo: str,
+    now: datetime,
+) -> tuple[Annotation, bool]:
+    """SQLite, one transaction under the write lock: take the lease, count the annotation, validate, write."""
+    delete_sql, update_sql = _submit_sql()
+    with write_transaction(), hot_cursor() as cursor:  # one cursor for every statement of the submit
+        cursor.execute(delete_sql, [item_id, user.pk, _dt(now)])
+        row = cursor.fetchone()
+        if row is None:
+            return _first_result(user=user, item_id=item_id, idempotency_key=extras["idempotency_key"]), False
+        order_shown = [int(c) for c in _loads(row[0])]
+        cursor.execute(update_sql, [item_id])
+        item_row = cursor.fetchone()
+        if item_row is None:
+            raise _item_full(item_id)
+        prompt_id, _project_id, kind, allow_ties = item_row
+        judgement = validate_payload(kind, payload, order_shown, allow_ties=bool(allow_ties))
+        values, children = _annotation_rows(
+            item_id=item_id,
+            user=user,
+            kind=kind,
+            prompt_id=prompt_id,
+            judgement=judgement,
+            order_shown=order_shown,
+            extras=extras,
+            demo=demo,
+            now=now,
+        )
+        (annotation_id,) = _insert(Annotation, [values], cursor=cursor)
+        for model, fk, rows in children:
+            if rows:
+                _insert(model, [{fk: annotation_id, **r} for r in rows], cursor=cursor)
+    return _built_annotation(annotation_id, values), True
 
 
 def item_skip(*, user: AbstractBaseUser, item_id: int, reason: str) -> Skip:
