@@ -572,8 +572,12 @@ def _live_lease(lease_id: int, *, project: Project) -> Lease:
     return live
 
 
-@functools.lru_cache(maxsize=64)
 def _next_sql_pg(order: str, exclude: int, check_live: bool) -> str:
+    return _next_sql_pg_around(_pick_sql(order, exclude=exclude), check_live)
+
+
+@functools.lru_cache(maxsize=64)
+def _next_sql_pg_around(pick: str, check_live: bool) -> str:
     """PostgreSQL, one statement in autocommit (one round trip): the user's live lease (with ``check_live``),
     the pick with its row lock (``FOR UPDATE SKIP LOCKED``), the order to show (shuffled here), and the lease
     insert by ``arbiter_lease_insert`` (migration 0007), which re-counts live leases in a fresh snapshot while
@@ -584,7 +588,7 @@ def _next_sql_pg(order: str, exclude: int, check_live: bool) -> str:
     live = f"SELECT ({_LIVE_SQL}) AS id" if check_live else "SELECT NULL::bigint AS id"
     return (
         f"WITH live AS MATERIALIZED ({live}),"
-        f" picked AS MATERIALIZED ({_pick_sql_for(order, exclude, 1, True)}),"
+        f" picked AS MATERIALIZED ({pick}),"
         f" shown AS MATERIALIZED (SELECT picked.id, (SELECT jsonb_agg(ic.candidate_id ORDER BY random())"
         f" FROM {T_IC} ic WHERE ic.item_id = picked.id) AS ord FROM picked)"
         " SELECT picked.*, live.id, shown.ord, CASE WHEN live.id IS NULL AND shown.id IS NOT NULL THEN"
