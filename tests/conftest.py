@@ -24,12 +24,15 @@ except ImportError:  # pragma: no cover
 
 @pytest.fixture(autouse=True)
 def _fresh_membership_cache():
-    """Each test starts with an empty per-process membership cache (feedback.policies): on SQLite a rolled-back
-    test's ids come back in the next test, with other rows behind them."""
+    """Each test starts with empty per-process caches (the memberships of feedback.policies, the submit
+    contexts of PostgreSQL's distribution): a rolled-back test's ids come back in the next test, with other
+    rows behind them."""
     yield
     from feedback.policies import _forget
+    from feedback.services.distribution import _SUBMIT_CONTEXT
 
     _forget(None)
+    _SUBMIT_CONTEXT.clear()
 
 
 @pytest.fixture

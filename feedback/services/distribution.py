@@ -37,6 +37,7 @@ import functools
 import json
 import random
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
@@ -325,8 +326,8 @@ def _submit_write_pg(
     lease: list[Any],
     cursor: Any,
 ) -> tuple[bool, int | None]:
-    """PostgreSQL, one statement in autocommit: take the lease (``lease`` = item id, annotator id, now, the
-    order shown as validated), count the annotation on the item, INSERT the annotation and its child rows
+    """PostgreSQL, one statement in autocommit: take the lease (``lease`` = item id, annotator id, now, and
+    what the payload was validated against: the order shown, the task kind, allow_ties), count the annotation on the item, INSERT the annotation and its child rows
     (each pointing at it through `fk`). Returns (the lease was taken, the annotation's id or None when the
     item had no room left). Each value is adapted by its field and cast to its column's type; the text is
     built once per shape (the columns and row counts)."""
@@ -347,8 +348,8 @@ def _submit_write_pg(
 def _submit_write_sql_pg(
     parent: type[Any], names: tuple[str, ...], shape: tuple[tuple[type[Any], str, tuple[str, ...], int], ...]
 ) -> str:
-    """Data-modifying CTEs, in this order: d deletes the live lease (only with the order shown that the payload
-    was validated against), u counts the annotation on the item (only after d, and only with room: the row
+    """Data-modifying CTEs, in this order: d deletes the live lease (only with the order shown, task kind and
+    ties setting that the payload was validated against), u counts the annotation on the item (only after d, and only with room: the row
     lock and its re-check serialise racing submits), a inserts the annotation (only after u), c<n> its
     derived rows. A second submit of the same lease finds nothing to delete and writes nothing. If the item
     has no room left (only when an admin lowered ``annotations_required`` below the leases held, between this
@@ -357,8 +358,10 @@ def _submit_write_sql_pg(
     qn = db.ops.quote_name
     fields = [_field(parent, name) for name in names]
     sql = [
-        f"WITH d AS (DELETE FROM {T_LEASE} WHERE item_id = %s AND annotator_id = %s AND expires_at > %s"
-        f" AND order_shown = %s::jsonb RETURNING item_id),"
+        f"WITH d AS (DELETE FROM {T_LEASE} l USING {T_ITEM} i, {T_PROJECT} pr"
+        f" WHERE l.item_id = %s AND l.annotator_id = %s AND l.expires_at > %s AND l.order_shown = %s::jsonb"
+        f" AND i.id = l.item_id AND pr.id = i.project_id AND pr.task_kind = %s AND pr.allow_ties = %s"
+        f" RETURNING l.item_id),"
         f" u AS (UPDATE {T_ITEM} SET annotations_count = {T_ITEM}.annotations_count + 1,"
         f" is_open = ({T_ITEM}.annotations_count + 1 < {T_ITEM}.annotations_required) FROM d"
         f" WHERE {T_ITEM}.id = d.item_id AND {T_ITEM}.annotations_count < {T_ITEM}.annotations_required"
@@ -629,6 +632,9 @@ def _lease_one_pg(
                 tried.append(row[0])  # another next() filled it between our snapshot and the lock: pick again
                 continue
             order_shown = [int(c) for c in _loads(shown)]
+            _remember_for_submit(
+                user.pk, row[0], (order_shown, row[1], project.task_kind, project.allow_ties)
+            )
             by_id = {c["id"]: c for c in _loads(row[8]) or []}
             return _build_lease(
                 lease_id=lease_id,
@@ -877,6 +883,27 @@ def _item_full(item_id: int) -> Conflict:
     return Conflict(f"item {item_id} already has all the annotations it needs", code="item_full")
 
 
+#: PostgreSQL: (annotator id, item id) -> what submit validates against (order shown, prompt id, task kind,
+#: allow_ties), remembered by the process that leased the item. A client on a keep-alive connection submits to
+#: the process that served its next, which then skips submit's read (one round trip fewer). Never trusted: the
+#: write takes the lease only if all of it still holds; otherwise submit reads the lease as usual.
+_SUBMIT_CONTEXT: OrderedDict[tuple[int, int], tuple[list[int], int, str, bool]] = OrderedDict()
+_SUBMIT_CONTEXT_MAX = 4096
+_submit_context_lock = threading.Lock()
+
+
+def _remember_for_submit(user_id: int, item_id: int, context: tuple[list[int], int, str, bool]) -> None:
+    with _submit_context_lock:
+        _SUBMIT_CONTEXT[(user_id, item_id)] = context
+        if len(_SUBMIT_CONTEXT) > _SUBMIT_CONTEXT_MAX:
+            _SUBMIT_CONTEXT.popitem(last=False)
+
+
+def _recall_for_submit(user_id: int, item_id: int) -> tuple[list[int], int, str, bool] | None:
+    with _submit_context_lock:
+        return _SUBMIT_CONTEXT.pop((user_id, item_id), None)
+
+
 def _submit_pg(
     *,
     user: AbstractBaseUser,
@@ -886,23 +913,29 @@ def _submit_pg(
     demo: str,
     now: datetime,
 ) -> tuple[Annotation, bool]:
-    """PostgreSQL, two statements in autocommit (no BEGIN/COMMIT round trips): read the live lease (what the
-    payload is validated against), then take it and write everything in one statement (_submit_write_sql_pg),
-    which is atomic on its own."""
+    """PostgreSQL, in autocommit (no BEGIN/COMMIT round trips): read the live lease (what the payload is
+    validated against; skipped when this process leased the item, see _SUBMIT_CONTEXT), then take it and write
+    everything in one statement (_submit_write_sql_pg), which is atomic on its own."""
     key = extras["idempotency_key"]
     db = connections[DEFAULT_DB_ALIAS]
+    context = _recall_for_submit(user.pk, item_id)
     # Inside a caller's transaction, a savepoint: a failed write (a reused idempotency key) must not abort it.
     guard = transaction.atomic() if db.in_atomic_block else nullcontext()
     with guard, hot_cursor() as cursor:
-        cursor.execute(_SUBMIT_READ_SQL_PG, [item_id, user.pk, now])
-        row = cursor.fetchone()
-        if row is None:
-            return _first_result(user=user, item_id=item_id, idempotency_key=key), False
-        order_json, prompt_id, kind, allow_ties, has_room = row
-        if not has_room:
-            raise _item_full(item_id)
-        order_shown = [int(c) for c in _loads(order_json)]
-        judgement = validate_payload(kind, payload, order_shown, allow_ties=bool(allow_ties))
+        if context is None:
+            cursor.execute(_SUBMIT_READ_SQL_PG, [item_id, user.pk, now])
+            row = cursor.fetchone()
+            if row is None:
+                return _first_result(user=user, item_id=item_id, idempotency_key=key), False
+            order_json, prompt_id, kind, allow_ties, has_room = row
+            if not has_room:
+                raise _item_full(item_id)
+            context = ([int(c) for c in _loads(order_json)], prompt_id, kind, bool(allow_ties))
+            remembered = False
+        else:
+            remembered = True
+        order_shown, prompt_id, kind, allow_ties = context
+        judgement = validate_payload(kind, payload, order_shown, allow_ties=allow_ties)
         values, children = _annotation_rows(
             item_id=item_id,
             user=user,
@@ -915,9 +948,15 @@ def _submit_pg(
             now=now,
         )
         taken, annotation_id = _submit_write_pg(
-            values, children, lease=[item_id, user.pk, now, _json_param(order_shown)], cursor=cursor
+            values,
+            children,
+            lease=[item_id, user.pk, now, _json_param(order_shown), kind, allow_ties],
+            cursor=cursor,
         )
-    if not taken:  # a retry of this submit took the lease first, or it expired meanwhile
+    if not taken:
+        if remembered:  # what this process remembered no longer holds (or the lease is gone): read it
+            return _submit_pg(user=user, item_id=item_id, payload=payload, extras=extras, demo=demo, now=now)
+        # a retry of this submit took the lease first, or it expired meanwhile
         return _first_result(user=user, item_id=item_id, idempotency_key=key), False
     if annotation_id is None:
         raise _item_full(item_id)
