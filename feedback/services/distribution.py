@@ -27,8 +27,8 @@ SQL per call on the hot path (statements sent through Django's cursor; BEGIN is 
 - submit, SQLite: BEGIN + delete lease (RETURNING order shown) + update item (RETURNING kind) + insert
   annotation + insert derived rows = 5 (6 with a demonstration).
 - submit, PostgreSQL, in autocommit (no BEGIN/COMMIT round trips): read the live lease (what validation
-  needs) + take it, count it on the item, insert the annotation and all derived rows in one statement
-  (data-modifying CTEs, atomic on its own) = 2.
+  needs; skipped when this process served the next, see _SUBMIT_CONTEXT) + take it, count it on the item,
+  insert the annotation and all derived rows in one statement (data-modifying CTEs, atomic on its own) = 1-2.
 """
 
 from __future__ import annotations
@@ -327,10 +327,10 @@ def _submit_write_pg(
     cursor: Any,
 ) -> tuple[bool, int | None]:
     """PostgreSQL, one statement in autocommit: take the lease (``lease`` = item id, annotator id, now, and
-    what the payload was validated against: the order shown, the task kind, allow_ties), count the annotation on the item, INSERT the annotation and its child rows
-    (each pointing at it through `fk`). Returns (the lease was taken, the annotation's id or None when the
-    item had no room left). Each value is adapted by its field and cast to its column's type; the text is
-    built once per shape (the columns and row counts)."""
+    what the payload was validated against: the order shown, the task kind, allow_ties), count the annotation
+    on the item, INSERT the annotation and its child rows (each pointing at it through `fk`). Returns (the
+    lease was taken, the annotation's id or None when the item had no room left). Each value is adapted by
+    its field and cast to its column's type; the text is built once per shape (the columns and row counts)."""
     db = connections[DEFAULT_DB_ALIAS]
     shape = tuple((model, fk, tuple(rows[0]) if rows else (), len(rows)) for model, fk, rows in children)
     sql = _submit_write_sql_pg(Annotation, tuple(values), shape)
@@ -349,11 +349,12 @@ def _submit_write_sql_pg(
     parent: type[Any], names: tuple[str, ...], shape: tuple[tuple[type[Any], str, tuple[str, ...], int], ...]
 ) -> str:
     """Data-modifying CTEs, in this order: d deletes the live lease (only with the order shown, task kind and
-    ties setting that the payload was validated against), u counts the annotation on the item (only after d, and only with room: the row
-    lock and its re-check serialise racing submits), a inserts the annotation (only after u), c<n> its
-    derived rows. A second submit of the same lease finds nothing to delete and writes nothing. If the item
-    has no room left (only when an admin lowered ``annotations_required`` below the leases held, between this
-    submit's read and its write) the lease is gone and nothing else is written: the item is full anyway."""
+    ties setting that the payload was validated against), u counts the annotation on the item (only after d,
+    and only with room: the row lock and its re-check serialise racing submits), a inserts the annotation
+    (only after u), c<n> its derived rows. A second submit of the same lease finds nothing to delete and
+    writes nothing. If the item has no room left (only when an admin lowered ``annotations_required`` below
+    the leases held, after this submit's read, or after the next when the read was skipped) the lease is gone
+    and nothing else is written: the item is full anyway."""
     db = connections[DEFAULT_DB_ALIAS]
     qn = db.ops.quote_name
     fields = [_field(parent, name) for name in names]
