@@ -472,10 +472,11 @@ def _build_lease(
     user: AbstractBaseUser,
     item_row: Sequence[Any],
     order_shown: list[int],
-    candidates: list[Candidate],
     now: datetime,
     expires_at: datetime,
 ) -> Lease:
+    """The leased objects from a pick row (item, prompt, and in column 8 the item's candidates as JSON), without
+    another query; ``candidates_shown`` in ``order_shown``."""
     item_id, prompt_id, count, required, is_gold, priority, p_text, p_messages = item_row[:8]
     project_id = project.pk
     prompt = _from_db(
@@ -506,7 +507,8 @@ def _build_lease(
         },
         related={"item": item, "annotator": user},
     )
-    lease.candidates_shown = candidates  # type: ignore[attr-defined]
+    by_id = {c["id"]: c for c in _loads(item_row[8]) or []}
+    lease.candidates_shown = _as_candidates(item_row, [by_id[c] for c in order_shown])  # type: ignore[attr-defined]
     return lease
 
 
@@ -636,14 +638,12 @@ def _lease_one_pg(
             _remember_for_submit(
                 user.pk, row[0], (order_shown, row[1], project.task_kind, project.allow_ties)
             )
-            by_id = {c["id"]: c for c in _loads(row[8]) or []}
             return _build_lease(
                 lease_id=lease_id,
                 project=project,
                 user=user,
                 item_row=row,
                 order_shown=order_shown,
-                candidates=_as_candidates(row, [by_id[c] for c in order_shown]),
                 now=now,
                 expires_at=expires_at,
             )
@@ -699,14 +699,12 @@ def _lease_one_sqlite(
                 lease_id, item_id = inserted
                 row = next(row for row in rows if row[0] == item_id)
                 order_shown = [int(c) for c in shown[item_id]]
-                by_id = {c["id"]: c for c in _loads(row[8]) or []}
                 return _build_lease(
                     lease_id=lease_id,
                     project=project,
                     user=user,
                     item_row=row,
                     order_shown=order_shown,
-                    candidates=_as_candidates(row, [by_id[c] for c in order_shown]),
                     now=now,
                     expires_at=expires_at,
                 )
