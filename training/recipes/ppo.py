@@ -3,8 +3,10 @@ and the reward model a ``reward`` run produced. RM + PPO is a pipeline: run ``re
 then point ``reward_model_path`` at its ``final/`` folder.
 
 Only the prompts of the snapshot are used (any kind: preference, unpaired or sft); completions
-are sampled from the policy, scored by the reward model, and penalised by ``kl_coef`` times the
-KL to the reference (keep the original base as ``ref_model_name_or_path`` across rounds).
+are sampled from the policy, scored by the reward model as it was trained (a chat transcript: a
+cut-off answer gets its end-of-turn token, then the template's suffix; see
+``scoring.EndOfTurnReward``), and penalised by ``kl_coef`` times the KL to the reference (keep the
+original base as ``ref_model_name_or_path`` across rounds).
 
 Launch::
 
@@ -70,6 +72,12 @@ class Config(ReferenceMixin, RecipeConfig):
     gamma: float = _field(1.0, "Discount factor.")
     lam: float = _field(0.95, "GAE lambda.")
     whiten_rewards: bool = _field(False, "Whiten rewards (needs local mini-batches of >= 8).")
+    value_learning_rate: float | None = _field(
+        None,
+        "Learning rate of the value model, which is trained in full (LoRA applies to the policy only); "
+        "None = learning_rate. A LoRA policy's rate (1e-4) drives a fully trained 135M critic off, and "
+        "its noise reaches every advantage.",
+    )
     eval_prompts: int = _field(64, "Test prompts used for the final reward evaluation (0 = skip).")
 
     def validate(self, problems: list[tuple[str, str]]) -> None:
@@ -104,6 +112,8 @@ class Config(ReferenceMixin, RecipeConfig):
             problems.append(("response_length", "must be < max_length (prompt + response)"))
         if self.eval_prompts < 0:
             problems.append(("eval_prompts", "must be >= 0"))
+        if self.value_learning_rate is not None and self.value_learning_rate <= 0:
+            problems.append(("value_learning_rate", "must be > 0 (or null: the policy's rate)"))
 
 
 def _trainer_class():
@@ -115,6 +125,29 @@ def _trainer_class():
         """Checkpoints carry the value model and the absolute step, so a run can resume."""
 
         step_offset = 0
+        value_learning_rate: float | None = None
+
+        def create_optimizer(self, model=None):
+            """The policy's parameter groups at ``learning_rate``, the value model's at its own rate."""
+            optimizer = super().create_optimizer(model)
+            if self.value_learning_rate is None or getattr(self, "_value_groups_split", False):
+                return optimizer
+            value_ids = {id(p) for p in self.value_model.parameters()}
+            for group in list(optimizer.param_groups):
+                value_params = [p for p in group["params"] if id(p) in value_ids]
+                if not value_params:
+                    continue
+                group["params"] = [p for p in group["params"] if id(p) not in value_ids]
+                optimizer.add_param_group(
+                    {
+                        "params": value_params,
+                        "weight_decay": group["weight_decay"],
+                        "lr": self.value_learning_rate,
+                    }
+                )
+            optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+            self._value_groups_split = True
+            return optimizer
 
         def _save_checkpoint(self, model, trial):
             self.state.global_step += self.step_offset
@@ -188,6 +221,8 @@ def _evaluate(trainer, tok, cfg: Config, prompts: list, reward_model) -> dict[st
 def run(cfg: Config) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import DataCollatorWithPadding
+
+    from .scoring import EndOfTurnReward
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -268,12 +303,16 @@ def run(cfg: Config) -> dict[str, Any]:
             reward_model_path=str(cfg.reward_model_path),
             sft_model_path=str(cfg.model_name_or_path),
         )
-        trainer = _trainer_class()(
+        trainer_class = _trainer_class()
+        # read while __init__ builds the optimiser
+        trainer_class.value_learning_rate = cfg.value_learning_rate
+        trainer = trainer_class(
             args=args,
             processing_class=tok,
             model=policy,
             ref_model=ref,
-            reward_model=reward_model,
+            # scored as the reward model was trained (the end-of-turn suffix; see EndOfTurnReward)
+            reward_model=EndOfTurnReward(reward_model, tok),
             value_model=value_model,
             train_dataset=Dataset.from_list(train_rows),
             eval_dataset=Dataset.from_list(eval_rows),

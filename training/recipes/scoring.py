@@ -3,6 +3,7 @@
 - ``completion_logps``: summed log-probability of each completion given its prompt.
 - ``reward_scores``: a reward model's scalar for each (prompt, completion).
 - ``generate``: greedy completions for chat prompts.
+- ``EndOfTurnReward``: a reward model as TRL's PPO reads it, scoring each rollout as the model was trained.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 Messages = list[dict[str, str]]
 
@@ -142,3 +144,69 @@ def generate(
                 }
             )
     return results
+
+
+def end_of_turn_suffix(tokenizer) -> list[int]:
+    """Token ids the chat template writes after an answer's end-of-turn (EOS) token: SmolLM2's writes "\\n"."""
+    probe = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    ids = tokenizer.apply_chat_template(probe, tokenize=True, return_dict=False)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    eos = tokenizer.eos_token_id
+    if eos not in ids:
+        return []
+    return ids[len(ids) - ids[::-1].index(eos) :]
+
+
+class _Rescore(nn.Module):
+    """The backbone EndOfTurnReward shows TRL: every position of a row carries the row's score."""
+
+    def __init__(self, reward_model, *, eos_id: int, pad_id: int, suffix: Sequence[int]) -> None:
+        super().__init__()
+        self.reward_model = reward_model
+        self.eos_id, self.pad_id, self.suffix = eos_id, pad_id, list(suffix)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> Any:
+        from types import SimpleNamespace
+
+        seqs = []
+        for ids, mask in zip(input_ids.tolist(), attention_mask.bool().tolist(), strict=True):
+            tokens = [t for t, keep in zip(ids, mask, strict=True) if keep]
+            if not tokens or tokens[-1] != self.eos_id:
+                tokens.append(
+                    self.eos_id
+                )  # cut off: judged as the answer it is (TRL adds its missing-EOS penalty)
+            seqs.append(tokens + self.suffix)
+        ids, mask = _pad_right(seqs, self.pad_id)
+        device = input_ids.device
+        base = getattr(self.reward_model, self.reward_model.base_model_prefix)
+        hidden = base(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        last = mask.sum(1).to(device) - 1
+        scores = self.reward_model.score(hidden[torch.arange(len(seqs), device=device), last])  # (rows, 1)
+        width = input_ids.shape[1]
+        return SimpleNamespace(hidden_states=(scores[:, None, :].expand(-1, width, -1),))
+
+
+class EndOfTurnReward(nn.Module):
+    """A reward model wrapped for TRL's PPO, which scores a rollout at its last token: the end-of-turn token, or
+    for an answer cut off at ``response_length``, a token in mid-sentence. The reward model was trained on chat
+    transcripts, read after the template's end-of-turn suffix (SmolLM2: EOS then "\\n"), and never saw either
+    position: measured on the demo model's length preference, it scored answers cut off at 64 tokens +1.14 on
+    average and finished short ones +0.14, so the missing-EOS penalty (1.0) was cancelled and PPO had no reason
+    to stop (the EOS count stayed flat over every run). Here each rollout is scored as a transcript, as in
+    training and in ``reward_scores``: an EOS is added to a cut-off answer, then the template's suffix.
+
+    TRL reads ``model.<base_model_prefix>(...).hidden_states[-1]`` and ``model.score(...)`` at the last
+    token; this module's backbone returns each row's score at every position and ``score`` passes it through.
+    """
+
+    base_model_prefix = "rescore"
+
+    def __init__(self, reward_model, tokenizer) -> None:
+        super().__init__()
+        self.rescore = _Rescore(
+            reward_model,
+            eos_id=tokenizer.eos_token_id,
+            pad_id=tokenizer.pad_token_id,
+            suffix=end_of_turn_suffix(tokenizer),
+        )
+        self.score = nn.Identity()

@@ -86,11 +86,15 @@ def test_ppo_resumes_with_its_value_model(tmp_path, tiny_lm):
         response_length=6,
         num_ppo_epochs=1,
         eval_prompts=2,
+        value_learning_rate=1e-4,
     )
     ppo.run(ppo.Config.from_dict(cfg))
     out = tmp_path / "ppo"
     ck1 = out / "checkpoints" / "checkpoint-1"
     assert (ck1 / "value_model.safetensors").exists() and (ck1 / CHECKPOINT_META).exists()
+    # the policy's LoRA weights at learning_rate, the fully trained value model at its own rate
+    groups = torch.load(ck1 / "optimizer.pt", weights_only=True)["param_groups"]
+    assert {g["initial_lr"] for g in groups} == {5e-3, 1e-4}
     _simulate_kill_after(out, 1)
     result = ppo.run(ppo.Config.from_dict(cfg))
     assert result["steps"] == 3
