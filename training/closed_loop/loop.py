@@ -174,11 +174,14 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
         },
         "reward": {"learning_rate": 2e-4, "num_train_epochs": 1.0, "per_device_train_batch_size": 8},
         "ppo": {
-            "learning_rate": 1e-4,
-            "per_device_train_batch_size": 8,
+            "learning_rate": 2e-4,
+            "value_learning_rate": 1e-5,  # the value model is trained in full: a LoRA rate drives it off
+            "per_device_train_batch_size": 16,
+            "num_mini_batches": 2,
+            "num_ppo_epochs": 2,
             "response_length": 64,
             "num_train_epochs": 2.0,
-            "max_steps": 24,  # rollout batches (as measured; 2 epochs of the ~77 prompts would be ~20)
+            "max_steps": 20,  # rollout batches of 16 (320 episodes, ~4 passes over the ~80 prompts)
             "kl_coef": 0.05,
             "missing_eos_penalty": 1.0,
             "eval_prompts": 0,
