@@ -75,8 +75,8 @@ class Config(ReferenceMixin, RecipeConfig):
     value_learning_rate: float | None = _field(
         None,
         "Learning rate of the value model, which is trained in full (LoRA applies to the policy only); "
-        "None = learning_rate. A LoRA policy's rate (1e-4) drives a fully trained 135M critic off, and "
-        "its noise reaches every advantage.",
+        "None = learning_rate. A LoRA policy's rate is far above what full fine-tuning usually takes: the "
+        "closed loop trains the value model at 1e-5 beside a policy at 2e-4.",
     )
     eval_prompts: int = _field(64, "Test prompts used for the final reward evaluation (0 = skip).")
 
@@ -130,7 +130,7 @@ def _trainer_class():
         def create_optimizer(self, model=None):
             """The policy's parameter groups at ``learning_rate``, the value model's at its own rate."""
             optimizer = super().create_optimizer(model)
-            if self.value_learning_rate is None or getattr(self, "_value_groups_split", False):
+            if self.value_learning_rate is None:
                 return optimizer
             value_ids = {id(p) for p in self.value_model.parameters()}
             for group in list(optimizer.param_groups):
@@ -146,7 +146,6 @@ def _trainer_class():
                     }
                 )
             optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
-            self._value_groups_split = True
             return optimizer
 
         def _save_checkpoint(self, model, trial):

@@ -172,9 +172,8 @@ class _Rescore(nn.Module):
         for ids, mask in zip(input_ids.tolist(), attention_mask.bool().tolist(), strict=True):
             tokens = [t for t, keep in zip(ids, mask, strict=True) if keep]
             if not tokens or tokens[-1] != self.eos_id:
-                tokens.append(
-                    self.eos_id
-                )  # cut off: judged as the answer it is (TRL adds its missing-EOS penalty)
+                # cut off: judged as the answer it is (TRL adds its missing-EOS penalty)
+                tokens.append(self.eos_id)
             seqs.append(tokens + self.suffix)
         ids, mask = _pad_right(seqs, self.pad_id)
         device = input_ids.device
