@@ -117,10 +117,10 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       response_length 64, kl 0.05, missing-EOS penalty 1): shorter-wins 0.93, 0/30 empty and none cut
       off (the base: 19/30 cut off), 20.2 words on average, reward model 0.914 noise-free held-out
       accuracy, the leaderboard agrees (1163 [1095, 1292] against 837). EOS in 4-7 of 16 rollouts in
-      the first batches, 14-16 from the 12th on; KL to the base 5-7.6 at the end. Reward model + PPO
-      took 1,637 s (the first half of the run shared the CPU with a CI run). Every PPO run below
-      scored rollouts where TRL reads them, at the EOS or mid-sentence, which the reward model never
-      saw: answers cut off at 64 tokens scored +1.14 on average and finished short ones +0.14, which
+      the first batches, 14-16 from the 12th on; KL to the base 5-7.6 at the end. Reward model +
+      PPO took 1,637 s (a CI run shared the CPU during generation and part of the reward model).
+      Every PPO run below scored rollouts where TRL reads them, at the EOS or mid-sentence, which
+      the reward model never saw: answers cut off at 64 tokens scored +1.14 on average and finished short ones +0.14, which
       cancelled the missing-EOS penalty, so the policy had no reason to stop.
     - PPO from it (lr 1e-4, 24 rollout batches of 8, response_length 64, kl 0.05, missing-EOS
       penalty 1; 2,090 s with the reward model): shorter-wins 0.53, 0/30 empty, mean 76.3 words
@@ -185,7 +185,7 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
         "reward": {"learning_rate": 2e-4, "num_train_epochs": 1.0, "per_device_train_batch_size": 8},
         "ppo": {
             "learning_rate": 2e-4,
-            "value_learning_rate": 1e-5,  # the value model is trained in full: a LoRA rate drives it off
+            "value_learning_rate": 1e-5,  # the value model is trained in full, not through LoRA
             "per_device_train_batch_size": 16,
             "num_mini_batches": 2,
             "num_ppo_epochs": 2,
