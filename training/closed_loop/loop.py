@@ -120,8 +120,8 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       the first batches, 14-16 from the 12th on; KL to the base 5-7.6 at the end. Reward model +
       PPO took 1,637 s (a CI run shared the CPU during generation and part of the reward model).
       Every PPO run below scored rollouts where TRL reads them, at the EOS or mid-sentence, which
-      the reward model never saw: answers cut off at 64 tokens scored +1.14 on average and finished short ones +0.14, which
-      cancelled the missing-EOS penalty, so the policy had no reason to stop.
+      the reward model never saw: answers cut off at 64 tokens scored +1.14 on average and finished
+      short ones +0.14, which cancelled the missing-EOS penalty, so the policy had no reason to stop.
     - PPO from it (lr 1e-4, 24 rollout batches of 8, response_length 64, kl 0.05, missing-EOS
       penalty 1; 2,090 s with the reward model): shorter-wins 0.53, 0/30 empty, mean 76.3 words
       against the base's ~77 (57 % cut off against 63 %); the leaderboard agrees (1012 against
