@@ -98,14 +98,19 @@ def reward_scores(
         ):
             ids, _ = _chat_ids(tokenizer, p, c)
             seqs.append(ids[:max_length] if max_length else ids)
-        ids, mask = _pad_right(seqs, tokenizer.pad_token_id)
-        # Read the score at each sequence's own last token (independent of how the head finds it).
-        base = getattr(model, model.base_model_prefix)
-        hidden = base(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-        last = mask.sum(1).to(device) - 1
-        scores = model.score(hidden[torch.arange(len(seqs), device=device), last]).squeeze(-1).float()
-        out.extend(float(s) for s in scores)
+        scores = _scores_at_last_token(model, seqs, tokenizer.pad_token_id, device)
+        out.extend(float(s) for s in scores.squeeze(-1).float())
     return out
+
+
+def _scores_at_last_token(model, seqs: list[list[int]], pad_id: int, device: torch.device) -> torch.Tensor:
+    """A one-logit classifier's score of each token sequence, read at its own last token (independent of how
+    the head finds it): shape (rows, 1)."""
+    ids, mask = _pad_right(seqs, pad_id)
+    base = getattr(model, model.base_model_prefix)
+    hidden = base(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+    last = mask.sum(1).to(device) - 1
+    return model.score(hidden[torch.arange(len(seqs), device=device), last])
 
 
 @torch.no_grad()
@@ -148,9 +153,7 @@ def generate(
 
 def end_of_turn_suffix(tokenizer) -> list[int]:
     """Token ids the chat template writes after an answer's end-of-turn (EOS) token: SmolLM2's writes "\\n"."""
-    probe = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
-    ids = tokenizer.apply_chat_template(probe, tokenize=True, return_dict=False)
-    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    ids, _ = _chat_ids(tokenizer, [{"role": "user", "content": "q"}], [{"role": "assistant", "content": "a"}])
     eos = tokenizer.eos_token_id
     if eos not in ids:
         return []
@@ -175,12 +178,7 @@ class _Rescore(nn.Module):
                 # cut off: judged as the answer it is (TRL adds its missing-EOS penalty)
                 tokens.append(self.eos_id)
             seqs.append(tokens + self.suffix)
-        ids, mask = _pad_right(seqs, self.pad_id)
-        device = input_ids.device
-        base = getattr(self.reward_model, self.reward_model.base_model_prefix)
-        hidden = base(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-        last = mask.sum(1).to(device) - 1
-        scores = self.reward_model.score(hidden[torch.arange(len(seqs), device=device), last])  # (rows, 1)
+        scores = _scores_at_last_token(self.reward_model, seqs, self.pad_id, input_ids.device)  # (rows, 1)
         width = input_ids.shape[1]
         return SimpleNamespace(hidden_states=(scores[:, None, :].expand(-1, width, -1),))
 
