@@ -1,13 +1,16 @@
 """The transformers engine: any causal LM folder, CPU or GPU, batched with left padding.
 
 Prompts are rendered with the model's own chat template (``add_generation_prompt=True``),
-sorted by length so that a batch carries little padding, and generated ``n`` at a time with
-``num_return_sequences``. Finish reasons and token counts are read off the generated ids:
+sorted by length so that a batch carries little padding, and generated ``n`` at a time (each
+prompt's row repeated ``n`` times). Finish reasons and token counts are read off the generated ids:
 
 - the first EOS token ends a response (``stop``; the EOS token is counted, as vLLM does);
 - a stop string ends it too (``stop``; the text is cut before the stop string, and the tokens
   are counted up to the one that completed it);
 - otherwise the response ran into ``max_new_tokens`` (``length``).
+
+Sampling (``temperature > 0``) draws through ``sampling.NucleusSampler``: transformers' distribution
+(temperature, then top-p), without sorting the whole vocabulary on every step.
 
 With ``pad == eos`` (SmolLM2: ``<|im_end|>`` is both) the padding after a finished sequence is
 indistinguishable from an EOS, which is why the first EOS, not the last non-pad token, ends it.
@@ -197,21 +200,25 @@ class TransformersGenerator:
     ) -> list[Generation]:
         torch = self._torch
         width = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):
+        # each prompt's row repeated per_prompt times (what num_return_sequences does, which transformers
+        # allows only with do_sample=True: the sampler below draws under do_sample=False)
+        rows_in = [ids for ids in batch for _ in range(per_prompt)]
+        input_ids = torch.full((len(rows_in), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows_in), width), dtype=torch.long)
+        for row, ids in enumerate(rows_in):
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention[row, width - len(ids) :] = 1
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
             "eos_token_id": self.eos_ids,
             "pad_token_id": self.pad_id,
-            "num_return_sequences": per_prompt,
             "use_cache": True,
         }
         if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-            kwargs["top_k"] = None
+            from inference.engines.sampling import sampling_kwargs
+
+            # the same distribution as transformers' own sampling, without sorting the vocabulary each step
+            kwargs.update(sampling_kwargs(temperature=params.temperature, top_p=params.top_p))
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         stopping = self._stopping(params.stop)
@@ -226,7 +233,7 @@ class TransformersGenerator:
         generated = output[:, width:].tolist()
         rows = []
         for row, tokens in enumerate(generated):
-            prompt_tokens = len(batch[row // per_prompt])
+            prompt_tokens = len(rows_in[row])
             rows.append(self._finish(tokens, prompt_tokens, params))
         return rows
 

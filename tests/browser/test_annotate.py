@@ -247,6 +247,9 @@ def test_a_lost_reply_is_retried_with_the_same_key(page, session_login, annotato
             route.continue_()
 
     page.route("**/annotate/submit/", flaky)
+    # What the page asked for, to say what happened if no submit is seen (CI saw calls == [] twice, on PostgreSQL).
+    seen: list[str] = []
+    page.on("request", lambda req: seen.append(f"{req.method} {req.url} ({req.resource_type})"))
     page.keyboard.press("1")
     # Wait for the retry itself (not for "a navigation": a late one from the login once satisfied that first).
     submit_and_wait(page, lambda: page.keyboard.press("Enter"))
@@ -255,7 +258,7 @@ def test_a_lost_reply_is_retried_with_the_same_key(page, session_login, annotato
             break
         page.wait_for_timeout(100)
     page.wait_for_load_state("domcontentloaded")
-    assert len(calls) == 2 and calls[0] == calls[1]
+    assert len(calls) == 2 and calls[0] == calls[1], (calls, seen, page.url)
     a = the_annotation(annotator)  # exactly one
     assert a.idempotency_key == calls[0] and a.payload["chosen"] == shown[0]
     assert not watch.errors
