@@ -102,7 +102,11 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       stay the default: they bought the last 0.05 and the clean answers. The same two-epoch
       settings again (2026-12-02, ``--rounds 2``; the machine shared with other work, so no
       timings): 0.82, 1/30 empty, 15.5 words on average, the leaderboard agrees (1112 [1051, 1219]
-      against 888): the run-to-run spread is wide. Its second round: see round_adjustments.
+      against 888): the run-to-run spread is wide. Its second round: see round_adjustments. Once
+      more (2026-12-03, candidates drawn by inference.engines.sampling, on a machine running at
+      about half speed: generation 325 s, 58 DPO steps 1,877 s, 2,307 s in all): 0.77, 4/30 answers
+      running to the token limit, 21.7 words on average, the leaderboard agrees (1120 [1060, 1200]
+      against 880). Two epochs are not reliably >= 0.85 or clean from run to run.
     - KTO (lr 2e-4, 1 epoch, 322 thumbs): shorter-wins 0.85, but 2/30 answers looped (a repeated
       line, "1.1.1.…"): lower the learning rate (1e-4) before a second round.
     - DPO, content (one sentence), 2 epochs, 212 pairs: 0.92, 0/30 empty, mean 11.9 words, the
