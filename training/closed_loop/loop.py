@@ -65,28 +65,6 @@ class LoopOptions:
         return tuple(self.methods.get(preference, ()))
 
 
-def round_adjustments(method: str, round_no: int, *, tiny: bool) -> dict[str, Any]:
-    """What changes in a later round, when the parent was itself trained on this preference.
-
-    Measured 2026-12-02 (length preference, DPO with the round-1 settings in both rounds, the original
-    base kept as the reference): round 1 0.82 (1/30 empty, 15.5 words on average); round 2 from it,
-    on 451 pairs of its own, far shorter candidates (114 steps): 0.77 with 5/30 empty answers and
-    3.3 words on average. Shorter kept winning until the answers were gone: the pitfall the bare
-    script showed. A later DPO round therefore trains one epoch with an SFT term on the chosen answers
-    (it keeps their tokens likely, where plain DPO may push everything down and let EOS come first):
-    the guard the tiny model needed in every round.
-
-    Measured with the guard (2026-12-02, ``benchmarks/closed_loop.py --preferences shorter --methods dpo
-    --rounds 2``; the run was paused several times for other benchmarks, so no timings): round 1 0.97
-    (0/30 empty, 11.3 words, 243 train rows), round 2 from it 0.97 with 0/30 empty and 8.2 words on
-    average (410 train rows), the leaderboard agreeing in both (1191 [1120, 1354] and 1163 [1091, 1292]
-    against the base). Shorter still, and no collapse.
-    """
-    if round_no >= 2 and method == "dpo" and not tiny:
-        return {"num_train_epochs": 1.0, "loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 1.0]}
-    return {}
-
-
 def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, Any]:
     """Recipe settings for the loop, as measured on the demo model on a loaded 2-core CPU
     (90 train prompts x 4 candidates, 10 % label noise, greedy held-out answers on 30 prompts).
@@ -94,22 +72,32 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
     With 128 new tokens (the demo default since 2026-12-01; 44 % of sampled base answers finish,
     against 26 % at 64 tokens, so far more pairs have a finished preferred answer):
 
-    - DPO (LoRA r16, beta 0.1, lr 2e-4, 2 epochs, 209 of 239 pairs kept): shorter-wins 0.93,
-      0/30 empty or looping, mean 10.7 words against the base's 76.7 (19/30 base answers cut off).
-      54 steps of ~15 s each on 2 idle cores. One epoch (28 steps, 743 s, 2026-12-02): 0.88,
-      1/30 empty or looping, mean 14.3 words, the leaderboard agrees (1151 [1091, 1292] against
-      849); generation, labels, DPO and the held-out judging took 20 minutes in all. Two epochs
-      stay the default: they bought the last 0.05 and the clean answers. The same two-epoch
-      settings again (2026-12-02, ``--rounds 2``; the machine shared with other work, so no
-      timings): 0.82, 1/30 empty, 15.5 words on average, the leaderboard agrees (1112 [1051, 1219]
-      against 888): the run-to-run spread is wide. Its second round: see round_adjustments. Once
-      more (2026-12-03, candidates drawn by inference.engines.sampling, on a machine running at
-      about half speed: generation 325 s, 58 DPO steps 1,877 s, 2,307 s in all): 0.77, 4/30 answers
-      running to the token limit, 21.7 words on average, the leaderboard agrees (1120 [1060, 1200]
-      against 880). Two epochs are not reliably >= 0.85 or clean from run to run.
+    - DPO, plain (LoRA r16, beta 0.1, lr 2e-4, 2 epochs, 209 of 239 pairs kept; the default until
+      2026-12-03): shorter-wins 0.93, 0/30 empty or looping, mean 10.7 words against the base's 76.7
+      (19/30 base answers cut off). 54 steps of ~15 s each on 2 idle cores. One epoch (28 steps,
+      743 s, 2026-12-02): 0.88, 1/30 empty or looping, mean 14.3 words, the leaderboard agrees
+      (1151 [1091, 1292] against 849); generation, labels, DPO and the held-out judging took 20
+      minutes in all. The same two-epoch settings again (2026-12-02, ``--rounds 2``; the machine
+      shared with other work, so no timings): 0.82, 1/30 empty, 15.5 words on average, the
+      leaderboard agrees (1112 [1051, 1219] against 888). Once more (2026-12-03, candidates drawn by
+      inference.engines.sampling, on a machine running at about half speed: generation 325 s, 58 DPO
+      steps 1,877 s, 2,307 s in all): 0.77, 4/30 answers running to the token limit, 21.7 words on
+      average, the leaderboard agrees (1120 [1060, 1200] against 880). Plain two-epoch DPO is not
+      reliably >= 0.85 or clean from run to run.
+    - DPO as the loop runs it now, in every round: one epoch with an SFT term on the chosen answers
+      (``loss_type`` sigmoid + sft, weights 1 and 1; it keeps their tokens likely, where plain DPO may
+      push everything down and let EOS come first, the guard the tiny model needed too). 2026-12-03,
+      the same half-speed machine (29 steps, 931 s; 1,356 s in all, generation included): 0.92,
+      0/30 empty and none cut off, 33.4 words on average, the leaderboard agrees (1151 [1095, 1275]
+      against 849). A second round with plain two-epoch DPO collapsed (2026-12-02: round 1 0.82,
+      round 2 from it, on 451 pairs of far shorter candidates, 0.77 with 5/30 empty answers and 3.3
+      words on average: shorter kept winning until the answers were gone, the pitfall the bare script
+      showed); with the guard in round 2 (round 1 plain, ``--rounds 2``; no timings): round 1 0.97
+      (0/30 empty, 11.3 words, 243 train rows), round 2 0.97 with 0/30 empty and 8.2 words (410 train
+      rows), the leaderboard agreeing in both (1191 [1120, 1354] and 1163 [1091, 1292] against the base).
     - KTO (lr 2e-4, 1 epoch, 322 thumbs): shorter-wins 0.85, but 2/30 answers looped (a repeated
       line, "1.1.1.…"): lower the learning rate (1e-4) before a second round.
-    - DPO, content (one sentence), 2 epochs, 212 pairs: 0.92, 0/30 empty, mean 11.9 words, the
+    - DPO, content (one sentence), plain, 2 epochs, 212 pairs: 0.92, 0/30 empty, mean 11.9 words, the
       Bradley–Terry leaderboard agrees (1176 [1120, 1275] against the base's 824). Round 2 from
       it (46 pairs: most candidates were already one sentence, so ties): 0.92, 0/30 empty; the
       whole second round took 250 s.
@@ -177,7 +165,9 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
         "dpo": {
             "beta": 0.1,
             "learning_rate": 2e-4,
-            "num_train_epochs": 2.0,
+            "num_train_epochs": 1.0,
+            "loss_type": ["sigmoid", "sft"],
+            "loss_weights": [1.0, 1.0],
             "per_device_train_batch_size": 8,
         },
         "kto": {
@@ -418,7 +408,7 @@ def export(ctx: Context, project: Any, kind: str, name: str, *, test_fraction: f
 
 
 def train(
-    ctx: Context, method: str, snapshot: Any, parent: Any, *, reward_snapshot: Any = None, round_no: int = 1
+    ctx: Context, method: str, snapshot: Any, parent: Any, *, reward_snapshot: Any = None
 ) -> tuple[Any, Any]:
     """Queue a run through the training service (Celery, gpu queue) and wait. Returns (run, reward run)."""
     from training.models import TrainingRun
@@ -440,11 +430,7 @@ def train(
         rm = _wait(TrainingRun, rm.pk, what="reward run", timeout=o.job_timeout_s, check=ctx.check, poll=3)
         ppo = _wait(TrainingRun, ppo.pk, what="ppo run", timeout=o.job_timeout_s, check=ctx.check, poll=3)
         return ppo, rm
-    cfg = {
-        **recipe_defaults(method, tiny=o.tiny, threads=o.threads),
-        **round_adjustments(method, round_no, tiny=o.tiny),
-        **overrides.get(method, {}),
-    }
+    cfg = {**recipe_defaults(method, tiny=o.tiny, threads=o.threads), **overrides.get(method, {})}
     run = training_run_create(
         method=method, parent_version=parent, snapshot=snapshot, config=cfg, created_by=ctx.admin
     )
@@ -600,7 +586,7 @@ def run_round(
         for method in methods:
             t0 = time.perf_counter()
             snap = unpaired_snap if method == "kto" else pref_snap
-            run, rm_run = train(ctx, method, snap, parent, round_no=round_no)
+            run, rm_run = train(ctx, method, snap, parent)
             version = version_of(run)
             new_versions[method] = version
             seconds[method] = gen_s / len(methods) + lab_s / len(methods) + time.perf_counter() - t0
