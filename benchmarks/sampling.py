@@ -38,6 +38,7 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from benchmarks.generation import load_prompts
     from inference.engines.demo_model import ensure_demo_model
     from inference.engines.sampling import sampling_kwargs
 
@@ -47,16 +48,10 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(
         model_path, local_files_only=True, dtype=torch.float32
     ).eval()
-    lines = (ROOT / "feedback" / "demo" / "prompts.jsonl").read_text().splitlines()
     texts = [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": json.loads(line)["prompt"]}],
-            tokenize=False,
-            add_generation_prompt=True,
-        )
-        for line in lines
-        if line.strip()
-    ][: args.prompts]
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        for messages in load_prompts(args.prompts)
+    ]
     rows = [t for t in texts for _ in range(args.n)]
     batch = tokenizer(rows, return_tensors="pt", padding=True, add_special_tokens=False)
     common = {
