@@ -200,6 +200,8 @@ def run_app(method: str, version, data: Path, steps: int, reward_run=None):
         config |= {"response_length": 16, "num_ppo_epochs": 1, "eval_prompts": 0}
     if method == "kto":
         config |= {"balance_weights": False}
+    if method in ("dpo", "kto"):
+        config |= {"padding_free": False}  # the direct side pads, as TRL 1.12 does: the same work
     snapshot = None
     if method != "cpt":
         manifest = json.loads((data / "manifest.json").read_text())

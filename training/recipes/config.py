@@ -341,3 +341,15 @@ class ReferenceMixin:
         "(round 2 starts from round 1's weights but should stay anchored to the base). None = the "
         "starting model.",
     )
+
+
+@dataclass
+class PaddingFreeMixin:
+    """For methods whose trainer pads each batch to its longest sequence (dpo, kto, orpo)."""
+
+    padding_free: bool = _field(
+        True,
+        "Pack each batch's sequences into as few rows of at most max_length tokens as fit (each with "
+        "its own positions and a block-diagonal mask) instead of padding them all to the longest: "
+        "the same logits, fewer token slots (training/recipes/packing.py).",
+    )

@@ -16,9 +16,10 @@ import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .config import RecipeConfig, ReferenceMixin, _field
+from .config import PaddingFreeMixin, RecipeConfig, ReferenceMixin, _field
 from .data import load_snapshot
 from .modeling import ensure_distinct_pad, load_causal_lm, load_tokenizer, lora_config
+from .packing import pack_trainer
 from .runtime import RecipeRun
 
 LOSS_TYPES = (
@@ -36,7 +37,7 @@ LOSS_TYPES = (
 
 
 @dataclass
-class Config(ReferenceMixin, RecipeConfig):
+class Config(PaddingFreeMixin, ReferenceMixin, RecipeConfig):
     METHOD: ClassVar[str] = "dpo"
     SNAPSHOT_KINDS: ClassVar[tuple[str, ...]] = ("preference",)
     DEFAULT_LR: ClassVar[float] = 2e-4
@@ -107,6 +108,8 @@ def run(cfg: Config) -> dict[str, Any]:
             peft_config=lora_config(cfg, "CAUSAL_LM"),
             callbacks=[rr.callback()],
         )
+        if cfg.padding_free:
+            pack_trainer(trainer, capacity=cfg.max_length)
         trainer.train(resume_from_checkpoint=rr.resume_from)
         rr.write_progress(status="evaluating")
         metrics = trainer.evaluate() if snap.test else {}

@@ -24,14 +24,15 @@ import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .config import RecipeConfig, ReferenceMixin, _field
+from .config import PaddingFreeMixin, RecipeConfig, ReferenceMixin, _field
 from .data import load_snapshot
 from .modeling import ensure_distinct_pad, load_causal_lm, load_tokenizer, lora_config
+from .packing import pack_trainer
 from .runtime import RecipeRun
 
 
 @dataclass
-class Config(ReferenceMixin, RecipeConfig):
+class Config(PaddingFreeMixin, ReferenceMixin, RecipeConfig):
     METHOD: ClassVar[str] = "kto"
     SNAPSHOT_KINDS: ClassVar[tuple[str, ...]] = ("unpaired", "preference")
     DEFAULT_LR: ClassVar[float] = 2e-4
@@ -123,6 +124,8 @@ def run(cfg: Config) -> dict[str, Any]:
             peft_config=lora_config(cfg, "CAUSAL_LM"),
             callbacks=[rr.callback()],
         )
+        if cfg.padding_free:
+            pack_trainer(trainer, capacity=cfg.max_length)
         trainer.train(resume_from_checkpoint=rr.resume_from)
         rr.write_progress(status="evaluating")
         metrics: dict[str, Any] = {}
