@@ -345,7 +345,7 @@ class ReferenceMixin:
 
 @dataclass
 class PaddingFreeMixin:
-    """For methods whose trainer pads each batch to its longest sequence (dpo, kto, orpo)."""
+    """For methods whose trainer pads each batch to its longest sequence (dpo, kto, orpo, reward)."""
 
     padding_free: bool = _field(
         True,

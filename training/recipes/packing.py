@@ -1,6 +1,6 @@
-"""Padding-free forward passes for causal LMs: pack a padded batch's sequences into fewer rows.
+"""Padding-free forward passes: pack a padded batch's sequences into fewer rows.
 
-TRL 1.12's DPO and KTO trainers pad every batch to its longest sequence (DPO puts chosen and
+TRL 1.12's DPO, KTO, ORPO and reward trainers pad every batch to its longest sequence (DPO puts chosen and
 rejected answers in one batch, so a short chosen answer is padded to the length of a long
 rejected one), and its own ``padding_free`` is switched off in this release. On a CPU, where the
 matrix products are the whole cost of a step, every pad token costs as much as a real one.
@@ -12,7 +12,9 @@ from 0, and run with no attention mask. transformers then builds a block-diagona
 from the position ids (``masking_utils.find_packed_sequence_indices``), so no token sees
 another sequence. The logits are gathered back into the padded ``[batch, length, vocab]``
 shape the trainer expects. At pad positions they hold some other position's logits: trainers
-mask those out (and their gradient is zero), as they do with the logits of pad tokens now.
+mask those out (and their gradient is zero), as they do with the logits of pad tokens now. A
+sequence classifier (a reward model) gets the packed backbone's hidden state at each sequence's
+last real token through its head: the score transformers pools for a right-padded batch.
 
 Anything else (a cache, ``labels``, ``position_ids`` or ``logits_to_keep`` given, a mask with a
 hole in a row, or a batch that packing would not shrink) goes to the original ``forward``.
@@ -125,23 +127,29 @@ def unpack_logits(logits: torch.Tensor, plan: PackPlan, batch: int, length: int)
     return flat.index_select(0, plan.gather).view(batch, length, logits.shape[-1])
 
 
+def _packable_inputs(args: tuple, kwargs: dict[str, Any]) -> tuple[Any, Any] | None:
+    """``(input_ids, attention_mask)`` of a plain training-style call, else None."""
+    input_ids = kwargs.get("input_ids", args[0] if args else None)
+    attention_mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+    if (
+        input_ids is None
+        or attention_mask is None
+        or len(args) > 2
+        or kwargs.get("past_key_values") is not None
+        or kwargs.get("use_cache")
+        or any(kwargs.get(k) is not None for k in _PASSTHROUGH_KWARGS)
+    ):
+        return None
+    return input_ids, attention_mask
+
+
 def packed_forward(forward: Callable[..., Any], *, capacity: int) -> Callable[..., Any]:
-    """``forward`` that packs padded training batches (see the module docstring)."""
+    """A causal LM's ``forward`` that packs padded training batches (see the module docstring)."""
 
     @functools.wraps(forward)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        attention_mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
-        if (
-            input_ids is None
-            or attention_mask is None
-            or len(args) > 2
-            or kwargs.get("past_key_values") is not None
-            or kwargs.get("use_cache")
-            or any(kwargs.get(k) is not None for k in _PASSTHROUGH_KWARGS)
-        ):
-            return forward(*args, **kwargs)
-        plan = plan_packing(input_ids, attention_mask, capacity=capacity)
+        inputs = _packable_inputs(args, kwargs)
+        plan = None if inputs is None else plan_packing(*inputs, capacity=capacity)
         if plan is None:
             return forward(*args, **kwargs)
         rest = {k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask", "use_cache")}
@@ -152,14 +160,48 @@ def packed_forward(forward: Callable[..., Any], *, capacity: int) -> Callable[..
             use_cache=False,
             **rest,
         )
-        out.logits = unpack_logits(out.logits, plan, *input_ids.shape)
+        out.logits = unpack_logits(out.logits, plan, *inputs[0].shape)
         return out
 
     wrapper.__arbiter_packed__ = True  # type: ignore[attr-defined]
     return wrapper
 
 
-def innermost_causal_lm(model: Any) -> Any:
+def packed_classifier_forward(model: Any, *, capacity: int) -> Callable[..., Any]:
+    """A sequence classifier's (reward model's) ``forward`` that packs padded training batches.
+
+    The backbone runs on the packed rows; the head scores each sequence's last real token, the token
+    transformers pools for a right-padded batch whose pad id appears only as padding.
+    """
+    from transformers.modeling_outputs import SequenceClassifierOutputWithPast
+
+    forward = model.forward
+    backbone = getattr(model, model.base_model_prefix)
+
+    @functools.wraps(forward)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        inputs = _packable_inputs(args, kwargs)
+        plan = None if inputs is None else plan_packing(*inputs, capacity=capacity)
+        if plan is None or kwargs.get("output_hidden_states") or kwargs.get("output_attentions"):
+            return forward(*args, **kwargs)
+        input_ids, attention_mask = inputs
+        batch, length = input_ids.shape
+        hidden = backbone(
+            input_ids=plan.input_ids, attention_mask=None, position_ids=plan.position_ids, use_cache=False
+        ).last_hidden_state
+        slots = torch.arange(length, device=input_ids.device)
+        last = (slots * attention_mask.bool()).argmax(dim=1)  # each row's last real slot
+        last_packed = plan.gather.view(batch, length).gather(1, last[:, None])[:, 0]
+        pooled = hidden.reshape(plan.rows * plan.width, hidden.shape[-1]).index_select(0, last_packed)
+        return SequenceClassifierOutputWithPast(logits=model.score(pooled))
+
+    wrapper.__arbiter_packed__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def innermost_model(model: Any) -> Any:
     """The transformers model under DDP and peft wrappers (its ``forward`` is what runs)."""
     model = getattr(model, "module", model)
     get_base = getattr(model, "get_base_model", None)  # peft: base_model.model
@@ -168,10 +210,13 @@ def innermost_causal_lm(model: Any) -> Any:
 
 def enable_packing(model: Any, *, capacity: int) -> bool:
     """Wrap the transformers model's ``forward`` under ``model``; False where it is already wrapped."""
-    inner = innermost_causal_lm(model)
+    inner = innermost_model(model)
     if getattr(inner.forward, "__arbiter_packed__", False):
         return False
-    inner.forward = packed_forward(inner.forward, capacity=capacity)
+    if hasattr(inner, "score") and hasattr(inner, getattr(inner, "base_model_prefix", "") or "-"):
+        inner.forward = packed_classifier_forward(inner, capacity=capacity)
+    else:
+        inner.forward = packed_forward(inner.forward, capacity=capacity)
     return True
 
 

@@ -19,14 +19,15 @@ import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .config import RecipeConfig, _field
+from .config import PaddingFreeMixin, RecipeConfig, _field
 from .data import load_snapshot
 from .modeling import ensure_distinct_pad, load_sequence_classifier, load_tokenizer, lora_config
+from .packing import pack_trainer
 from .runtime import RecipeRun
 
 
 @dataclass
-class Config(RecipeConfig):
+class Config(PaddingFreeMixin, RecipeConfig):
     METHOD: ClassVar[str] = "reward"
     SNAPSHOT_KINDS: ClassVar[tuple[str, ...]] = ("preference",)
     DEFAULT_LR: ClassVar[float] = 1e-4
@@ -84,6 +85,8 @@ def run(cfg: Config) -> dict[str, Any]:
             peft_config=lora_config(cfg, "SEQ_CLS"),
             callbacks=[rr.callback()],
         )
+        if cfg.padding_free:
+            pack_trainer(trainer, capacity=cfg.max_length)
         trainer.train(resume_from_checkpoint=rr.resume_from)
         rr.write_progress(status="evaluating")
         metrics = trainer.evaluate() if snap.test else {}

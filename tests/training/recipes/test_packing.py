@@ -117,10 +117,10 @@ def test_peft_model_is_wrapped_underneath(model):
 
     from peft import LoraConfig, get_peft_model
 
-    from training.recipes.packing import innermost_causal_lm
+    from training.recipes.packing import innermost_model
 
     peft = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM"))
-    inner = innermost_causal_lm(peft)
+    inner = innermost_model(peft)
     assert type(inner).__name__ == "LlamaForCausalLM"
     assert enable_packing(peft, capacity=0)
     assert getattr(inner.forward, "__arbiter_packed__", False)
@@ -135,7 +135,10 @@ def test_peft_model_is_wrapped_underneath(model):
         assert got[b][mask[b].bool()].shape == alone.shape
 
 
-@pytest.mark.parametrize("method,kind", [("dpo", "preference"), ("kto", "unpaired"), ("orpo", "preference")])
+@pytest.mark.parametrize(
+    "method,kind",
+    [("dpo", "preference"), ("kto", "unpaired"), ("orpo", "preference"), ("reward", "preference")],
+)
 def test_recipes_train_the_same_with_and_without_padding(tmp_path, tiny_lm, monkeypatch, method, kind):
     """The trainer's own calls get packed, and the losses they log match the padded run's."""
     import json
@@ -180,3 +183,29 @@ def test_recipes_train_the_same_with_and_without_padding(tmp_path, tiny_lm, monk
     )  # each step's policy and reference passes
     assert len(losses[True]) == len(losses[False]) == 3
     assert losses[True] == pytest.approx(losses[False], rel=1e-3, abs=1e-4)
+
+
+def test_classifier_scores_equal_each_sequence_scored_alone():
+    """A reward model: the packed backbone's last-token states through the head, per sequence."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from inference.engines.tiny import build_tiny_model
+
+    rm, _ = build_tiny_model(None, seed=2, hidden_size=64, layers=2, num_labels=1)
+    rm.config.pad_token_id = 3
+    peft = get_peft_model(copy.deepcopy(rm), LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS"))
+    for p in peft.parameters():  # a non-zero LoRA path, so the adapter matters
+        p.data.add_(0.01 * torch.randn_like(p))
+    peft.eval()
+    lengths = [14, 3, 6, 9, 2, 5]
+    ids, mask = _batch(lengths, seed=5)
+    with torch.no_grad():
+        padded = peft(input_ids=ids, attention_mask=mask).logits
+        assert enable_packing(peft, capacity=0)
+        packed = peft(input_ids=ids, attention_mask=mask).logits
+        alone = torch.cat([peft(input_ids=ids[b, :n][None]).logits for b, n in enumerate(lengths)])
+    assert packed.shape == (len(lengths), 1)
+    torch.testing.assert_close(packed, alone, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(packed, padded, atol=1e-5, rtol=1e-4)
