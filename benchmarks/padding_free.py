@@ -1,19 +1,20 @@
-"""Padding-free DPO and KTO steps (training/recipes/packing.py) against padded ones, on the demo model.
+"""Padding-free training steps (training/recipes/packing.py) against padded ones, on the demo model.
 
-    .venv/bin/python benchmarks/padding_free.py [--snapshot DIR] [--methods dpo,kto] [--steps 4] [--rounds 2]
+    .venv/bin/python benchmarks/padding_free.py [--snapshot DIR] [--methods dpo,kto,reward] [--steps 4] [--rounds 2]
 
-Each method's recipe trains the same rows (the same seed, so the same batches) for ``--steps``
-steps with ``padding_free`` off, then on, ``--rounds`` times in turn, at the closed loop's settings
-(batch 8, LoRA r16, max_length 256, torch on every core). ``--snapshot`` is a preference export
-(the closed loop's, say: answers the demo model wrote). Without it the rows are built here: the
-demo prompts, and answers of words whose token lengths follow what the closed loop's length
-preference exported on 2026-12-03 (chosen 15-128 tokens, median 67; rejected 37-130, median 96;
+Each method's recipe (dpo, kto, orpo or reward) trains the same rows (the same seed, so the same
+batches) for ``--steps`` steps with ``padding_free`` off, then on, ``--rounds`` times in turn, at the
+closed loop's settings (batch 8, LoRA r16, max_length 256, torch on every core). ``--snapshot`` is a
+preference export (the closed loop's, say: answers the demo model wrote). Without it the rows are
+built here: the demo prompts, and answers of words whose token lengths follow what the closed
+loop's length preference exported on 2026-12-03 (chosen 15-128 tokens, median 67; rejected 37-130, median 96;
 prompts with the chat template 35-41).
 
 Prints one JSON line per method: the best training seconds of each side (TRL's ``train_runtime``,
 model loading and saving left out), ``speedup`` (padded / packed), and the token slots the model ran
 per step on each side (``slots_padded``, ``slots_packed``: every forward pass of the policy and the
-reference) with the real tokens among them. Only the snapshot's train split is used.
+reference) with the real tokens among them, and each side's logged loss per step (LoRA dropout is
+off, so the two agree to rounding). Only the snapshot's train split is used.
 """
 
 from __future__ import annotations
@@ -85,14 +86,17 @@ def train_once(method: str, snapshot: Path, model: str, out: Path, steps: int, p
             "model_name_or_path": model, "snapshot_dir": str(snapshot), "output_dir": str(out),
             "device": "cpu", "max_steps": steps, "per_device_train_batch_size": 8, "learning_rate": 2e-4,
             "max_length": 256, "lora_r": 16, "lora_alpha": 32, "save_steps": 1000, "logging_steps": 1,
-            "drop_truncated": False, "padding_free": padding_free, "save_mode": "adapter", "seed": 0,
+            "drop_truncated": False, "padding_free": padding_free, "seed": 0,
+            "save_mode": "merged" if method == "reward" else "adapter",  # a reward model is saved merged
+            "lora_dropout": 0.0,  # no random masks: both sides compute the same losses
         }  # fmt: skip
         mod.run(mod.Config.from_dict(cfg))
     finally:
         packing.plan_packing = real_plan
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     seconds = next(x["train_runtime"] for x in lines if "train_runtime" in x)
-    return {"seconds": seconds, **slots}
+    losses = [round(x["loss"], 4) for x in lines if "loss" in x]
+    return {"seconds": seconds, "losses": losses, **slots}
 
 
 def main() -> None:
@@ -100,7 +104,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--snapshot", default=None, help="a preference export folder (default: built here)")
-    parser.add_argument("--methods", default="dpo,kto")
+    parser.add_argument("--methods", default="dpo,kto,reward")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rows", type=int, default=64, help="rows of the snapshot built here")
@@ -145,6 +149,8 @@ def main() -> None:
                     "slots_padded": round(per_step["padded"]),
                     "slots_packed": round(per_step["packed"]),
                     "real_tokens": round(per_step["real"]),
+                    "losses_padded": runs[False][0]["losses"],
+                    "losses_packed": runs[True][0]["losses"],
                 }
             ),
             flush=True,

@@ -89,14 +89,20 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       push everything down and let EOS come first, the guard the tiny model needed too). 2026-12-03,
       the same half-speed machine (29 steps, 931 s; 1,356 s in all, generation included): 0.92,
       0/30 empty and none cut off, 33.4 words on average, the leaderboard agrees (1151 [1095, 1275]
-      against 849). A second round with plain two-epoch DPO collapsed (2026-12-02: round 1 0.82,
+      against 849). Again, padding-free (2026-12-03, a slow machine: 29 steps of ~29 s): 0.90, 0/30
+      empty, 1/30 cut off, 30.3 words on average, the leaderboard agrees (1074 [1007, 1135] against
+      889). A second round with plain two-epoch DPO collapsed (2026-12-02: round 1 0.82,
       round 2 from it, on 451 pairs of far shorter candidates, 0.77 with 5/30 empty answers and 3.3
       words on average: shorter kept winning until the answers were gone, the pitfall the bare script
       showed); with the guard in round 2 (round 1 plain, ``--rounds 2``; no timings): round 1 0.97
       (0/30 empty, 11.3 words, 243 train rows), round 2 0.97 with 0/30 empty and 8.2 words (410 train
       rows), the leaderboard agreeing in both (1191 [1120, 1354] and 1163 [1091, 1292] against the base).
     - KTO (lr 2e-4, 1 epoch, 322 thumbs): shorter-wins 0.85, but 2/30 answers looped (a repeated
-      line, "1.1.1.…"): lower the learning rate (1e-4) before a second round.
+      line, "1.1.1.…"): lower the learning rate (1e-4) before a second round. Again on 2026-12-03
+      (323 thumbs, padding-free, 38 steps): 0.63, with 8/30 answers empty and 9/30 cut off; the
+      trainer's KL estimate stayed at 0 and both rewards fell (eval: chosen -1.98, rejected -3.47):
+      it pushes every answer down. KTO at this rate is not reliable here (not changed yet: a KTO
+      run takes 21 minutes on that machine).
     - DPO, content (one sentence), plain, 2 epochs, 212 pairs: 0.92, 0/30 empty, mean 11.9 words, the
       Bradley–Terry leaderboard agrees (1176 [1120, 1275] against the base's 824). Round 2 from
       it (46 pairs: most candidates were already one sentence, so ties): 0.92, 0/30 empty; the
@@ -104,6 +110,12 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
 
     - Reward model (LoRA r16, lr 2e-4, 1 epoch = 28 steps, 413 s; all ranking pairs, 243 train
       rows): 0.885 noise-free held-out pairwise accuracy (0.825 on the snapshot's noisy test labels).
+    - The loop's default PPO since 2026-12-03: 12 rollout batches of 16 (the rest as below), after
+      a padding-free reward model (29 steps): shorter-wins 0.85, 1/30 empty, 5/30 cut off (the base
+      19/30), 41.6 words on average, reward model 0.853 noise-free held-out accuracy (0.975 on the
+      snapshot's noisy test labels), the leaderboard agrees (1046 [990, 1108] against 889). Reward
+      model + PPO took 1,372 s on a slow machine (84 s per rollout batch; candidate generation
+      took 741 s there), where 20 batches would have taken about 11 minutes more.
     - PPO with the reward model read as it was trained (2026-12-03, ``scoring.EndOfTurnReward``; lr
       2e-4, value model at 1e-5, 20 rollout batches of 16 in 2 minibatches, 2 PPO epochs,
       response_length 64, kl 0.05, missing-EOS penalty 1): shorter-wins 0.93, 0/30 empty and none cut
@@ -185,7 +197,7 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
             "num_ppo_epochs": 2,
             "response_length": 64,
             "num_train_epochs": 2.0,
-            "max_steps": 20,  # rollout batches of 16 (320 episodes, ~4 passes over the ~80 prompts)
+            "max_steps": 12,  # rollout batches of 16 (192 episodes, ~2.5 passes over the ~80 prompts)
             "kl_coef": 0.05,
             "missing_eos_penalty": 1.0,
             "eval_prompts": 0,
