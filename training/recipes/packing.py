@@ -1,9 +1,10 @@
 """Padding-free forward passes: pack a padded batch's sequences into fewer rows.
 
-TRL 1.12's DPO, KTO, ORPO and reward trainers pad every batch to its longest sequence (DPO puts chosen and
-rejected answers in one batch, so a short chosen answer is padded to the length of a long
-rejected one), and its own ``padding_free`` is switched off in this release. On a CPU, where the
-matrix products are the whole cost of a step, every pad token costs as much as a real one.
+TRL 1.12's DPO, KTO, ORPO and reward trainers pad every batch to its longest sequence (DPO puts
+chosen and rejected answers in one batch, so a short chosen answer is padded to the length of a
+long rejected one), and TRL's own ``padding_free`` is switched off in this release. On a CPU,
+where the matrix products are the whole cost of a step, every pad token costs as much as a real
+one (benchmarks/padding_free.py: 1.24-1.41x faster steps on the closed loop's pairs).
 
 :func:`enable_packing` wraps a model's ``forward``: a right- or left-padded batch
 (``input_ids`` + ``attention_mask``, no cache) is packed first-fit-decreasing into rows of at
