@@ -193,6 +193,8 @@ def run_app(method: str, version, data: Path, steps: int, reward_run=None):
 
     from feedback.models import DatasetSnapshot
     from training import services
+    from training.recipes import recipe
+    from training.recipes.config import PaddingFreeMixin
 
     settings.TRAINING_TORCH_THREADS = THREADS
     config = {k: v for k, v in HP.items()} | {"max_steps": steps, "device": "cpu", "save_total_limit": 2}
@@ -200,7 +202,7 @@ def run_app(method: str, version, data: Path, steps: int, reward_run=None):
         config |= {"response_length": 16, "num_ppo_epochs": 1, "eval_prompts": 0}
     if method == "kto":
         config |= {"balance_weights": False}
-    if method in ("dpo", "kto"):
+    if issubclass(recipe(method).Config, PaddingFreeMixin):
         config |= {"padding_free": False}  # the direct side pads, as TRL 1.12 does: the same work
     snapshot = None
     if method != "cpt":
