@@ -45,6 +45,14 @@ class Config(PaddingFreeMixin, ReferenceMixin, RecipeConfig):
         "Scale desirable_weight so that desirable_weight*n_up ~ undesirable_weight*n_down "
         "(KTO paper's guidance, Eq. 8) when thumbs are unbalanced.",
     )
+    sft_weight: float = _field(
+        0.0,
+        "Weight of an SFT term added to the KTO loss: the mean negative log-likelihood per token of "
+        "the batch's thumbs-up completions (0 = plain KTO). Thumbs-down answers are often much longer "
+        "than thumbs-up ones, so KTO's per-sequence push-down outweighs its push-up token by token and "
+        "can lower every answer's likelihood (the implied reward of thumbs-up rows falls too); the SFT "
+        "term keeps them likely, as DPO's 'sft' loss does for chosen answers.",
+    )
 
     def validate(self, problems: list[tuple[str, str]]) -> None:
         super().validate(problems)
@@ -59,6 +67,49 @@ class Config(PaddingFreeMixin, ReferenceMixin, RecipeConfig):
         for name in ("desirable_weight", "undesirable_weight"):
             if getattr(self, name) <= 0:
                 problems.append((name, "must be > 0"))
+        if self.sft_weight < 0:
+            problems.append(("sft_weight", "must be >= 0"))
+
+
+def desirable_nll(model: Any, inputs: dict[str, Any]) -> Any:
+    """Mean negative log-likelihood per completion token of the batch's thumbs-up rows (None if the
+    batch has none), from the KTO collator's right-padded ``input_ids`` / ``attention_mask`` /
+    ``completion_mask`` and ``label``."""
+    import torch
+
+    up = torch.nonzero(torch.as_tensor(inputs["label"]).bool(), as_tuple=False).view(-1)
+    if up.numel() == 0:
+        return None
+    up = up.to(inputs["input_ids"].device)
+    attention = inputs["attention_mask"].index_select(0, up)
+    width = int(attention.sum(-1).max())
+    ids = inputs["input_ids"].index_select(0, up)[:, :width]
+    completion = inputs["completion_mask"].index_select(0, up)[:, 1:width].bool()
+    logits = model(input_ids=ids, attention_mask=attention[:, :width]).logits[:, :-1, :]
+    token_logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return -(token_logps * completion).sum() / completion.sum().clamp(min=1)
+
+
+def with_sft_term(trainer_cls: type, weight: float) -> type:
+    """``trainer_cls`` (TRL's KTOTrainer) with ``weight`` x desirable_nll added to each training loss
+    (logged as ``sft_nll``). Evaluation losses stay plain KTO."""
+
+    class KTOWithSFTTrainer(trainer_cls):  # type: ignore[misc, valid-type]
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            out = super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+            if not model.training:
+                return out
+            nll = desirable_nll(model, inputs)
+            if nll is None:
+                return out
+            self._metrics["train"]["sft_nll"].append(float(nll.detach()))
+            if return_outputs:
+                return out[0] + weight * nll, out[1]
+            return out + weight * nll
+
+    return KTOWithSFTTrainer
 
 
 def _unpair(rows: list[dict]) -> list[dict]:
@@ -114,7 +165,8 @@ def run(cfg: Config) -> dict[str, Any]:
             undesirable_weight=cfg.undesirable_weight,
             max_length=cfg.max_length,
         )
-        trainer = KTOTrainer(
+        trainer_cls = with_sft_term(KTOTrainer, cfg.sft_weight) if cfg.sft_weight > 0 else KTOTrainer
+        trainer = trainer_cls(
             model=model,
             ref_model=ref,
             args=args,
@@ -129,7 +181,7 @@ def run(cfg: Config) -> dict[str, Any]:
         trainer.train(resume_from_checkpoint=rr.resume_from)
         rr.write_progress(status="evaluating")
         metrics: dict[str, Any] = {}
-        if len(test) >= 2:
+        if len(test) >= 2 and cfg.final_eval:
             metrics = trainer.evaluate()
             policy = trainer.accelerator.unwrap_model(trainer.model)
             policy.eval()

@@ -144,3 +144,18 @@ def test_dpo_under_accelerate_launch_with_two_processes(tiny_lm, tmp_path):
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     _check_run(tmp_path / "out", result, "dpo")
     assert _changed(_weights(tiny_lm), _weights(tmp_path / "out" / "final")) > 0
+
+
+@pytest.mark.parametrize("method,kind", [("dpo", "preference"), ("kto", "unpaired")])
+def test_final_eval_off_skips_the_test_split(tmp_path, tiny_lm, method, kind):
+    snap = write_snapshot(tmp_path / "snap", kind)
+    mod = recipe(method)
+    cfg = mod.Config.from_dict({**base_config(tiny_lm, snap, tmp_path / "out"), "final_eval": False})
+    result = mod.run(cfg)
+    _check_run(tmp_path / "out", result, method)
+    assert not result["eval"], result["eval"]
+    assert not any(
+        k.startswith("eval_")
+        for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
+        for k in json.loads(x)
+    )
