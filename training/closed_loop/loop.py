@@ -125,6 +125,16 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       snapshot's noisy test labels), the leaderboard agrees (1046 [990, 1108] against 889). Reward
       model + PPO took 1,372 s on a slow machine (84 s per rollout batch; candidate generation
       took 741 s there), where 20 batches would have taken about 11 minutes more.
+    - The whole default loop for the length preference, 2026-12-04, a fast machine, ``--rounds 2``
+      (``python -m training.closed_loop --preferences shorter --methods dpo,kto,ppo --rounds 2``):
+      round 1 took 2,176 s (36.3 minutes): candidate generation 226 s, DPO 502 s (30 steps, 255
+      pairs), KTO 547 s (38 steps), reward model 206 s (30 steps) + PPO 592 s (12 rollout batches,
+      ~49 s each), held-out generation and judging ~90 s. DPO 0.87 (1/30 looping at the token limit,
+      34.5 words), KTO 0.75 (1/30 looping, 52.8 words), PPO 0.75 with 4/30 answers looping at the
+      token limit under greedy decoding (34.1 words; reward model 0.878 noise-free held-out, 0.94 on
+      the snapshot's noisy test labels); the leaderboard agrees for all three (1121, 1014 and 1027
+      against the base's 838). Round 2 (DPO from round 1's DPO, 412 pairs, 52 steps, 776 s): 0.92,
+      0/30 empty or cut off, 19.9 words (1176 [1107, 1767] against 824); 3,337 s for both rounds.
     - PPO with the reward model read as it was trained (2026-12-03, ``scoring.EndOfTurnReward``; lr
       2e-4, value model at 1e-5, 20 rollout batches of 16 in 2 minibatches, 2 PPO epochs,
       response_length 64, kl 0.05, missing-EOS penalty 1): shorter-wins 0.93, 0/30 empty and none cut
