@@ -147,9 +147,9 @@ class RecipeConfig:
     max_train_rows: int | None = _field(None, "Use at most this many training rows (None = all).")
     final_eval: bool = _field(
         True,
-        "Evaluate on the snapshot's test split after training (metrics in the run's result and row); "
-        "false skips it, for a caller that judges the model another way (the closed loop does, on "
-        "held-out prompts).",
+        "Evaluate on the snapshot's test split after training (PPO: on eval_prompts of its prompts; "
+        "metrics in the run's result and row); false skips it, for a caller that judges the model "
+        "another way (the closed loop does, on held-out prompts).",
     )
 
     # -------------------------------------------------------------------------------------------

@@ -186,7 +186,7 @@ def _trainer_class():
 def _evaluate(trainer, tok, cfg: Config, prompts: list, reward_model) -> dict[str, float]:
     from .scoring import generate, reward_scores
 
-    prompts = prompts[: cfg.eval_prompts]
+    prompts = prompts[: cfg.eval_prompts] if cfg.final_eval else []
     if not prompts:
         return {}
     policy = trainer.accelerator.unwrap_model(trainer.model).policy
