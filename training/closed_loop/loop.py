@@ -111,7 +111,10 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       thumbs-up ones short, so the per-sequence push-down outweighs the push-up token by token. The
       loop's KTO since: beta 0.5, lr 2e-4 and an SFT term on the thumbs-up answers (``sft_weight``
       1, as DPO's): 0.75, 1/30 looping, 7/30 cut off, 52.8 words, the leaderboard agrees (1014
-      [937, 1086] against 838); 547 s of training (no final evaluation pass).
+      [937, 1086] against 838); 547 s of training (no final evaluation pass). Again with ``--seed 1``
+      (other candidates, noise, LoRA init and order; 329 thumbs, 39 steps, 583 s): 0.78, but 3/30
+      answers looping at the token limit, 5/30 cut off, 45.9 words (1057 [979, 1136] against 812);
+      DPO in the same run: 0.92, 0/30 empty or cut off, 29.3 words.
     - DPO, content (one sentence), plain, 2 epochs, 212 pairs: 0.92, 0/30 empty, mean 11.9 words, the
       Bradley–Terry leaderboard agrees (1176 [1120, 1275] against the base's 824). Round 2 from
       it (46 pairs: most candidates were already one sentence, so ties): 0.92, 0/30 empty; the
