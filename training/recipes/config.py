@@ -124,10 +124,13 @@ class RecipeConfig:
     # --- hardware ------------------------------------------------------------------------------
     device: str = _field("auto", f"One of {DEVICES}: auto = CUDA when available, else CPU.")
     bf16: bool | None = _field(
-        None, "bfloat16 mixed precision; None = on when CUDA supports it, always off on CPU."
+        None,
+        "bfloat16 mixed precision; None = on when CUDA supports it, off on a CPU. true on a CPU: "
+        "autocast over float32 weights, refused where the CPU has no native bfloat16 (AVX512-BF16 or AMX).",
     )
     model_dtype: str = _field(
-        "auto", f"Dtype weights are loaded in, one of {DTYPES}; auto = bfloat16 with bf16, else float32."
+        "auto",
+        f"Dtype weights are loaded in, one of {DTYPES}; auto = bfloat16 with bf16 on CUDA, else float32.",
     )
     gradient_checkpointing: bool = _field(
         False, "Recompute activations to save memory (slower; off for small models)."
@@ -212,8 +215,6 @@ class RecipeConfig:
         need(self.save_mode in SAVE_MODES, "save_mode", f"must be one of {SAVE_MODES}")
         need(self.device in DEVICES, "device", f"must be one of {DEVICES}")
         need(self.model_dtype in DTYPES, "model_dtype", f"must be one of {DTYPES}")
-        if self.device == "cpu" and self.bf16:
-            problems.append(("bf16", "bf16 mixed precision is not used on CPU; set it to false or null"))
         if self.torch_threads is not None:
             need(self.torch_threads >= 1, "torch_threads", "must be >= 1")
         if isinstance(self.drop_truncated, str) and self.drop_truncated != "chosen":

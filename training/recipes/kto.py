@@ -10,6 +10,9 @@ Launch::
 KTO estimates its KL term from mismatched completions *within a batch*, so the batch must hold
 more than one row and the trainer reads rows in order: this recipe shuffles them (seeded) first —
 thumbs exported prompt by prompt would otherwise put one prompt's rows together.
+``loss_type: apo_zero_unpaired`` is KTO's loss with that reference point fixed at 0: the
+trainer then skips the KL estimate's two extra forward passes (policy and reference, over the
+mismatched completions) in every step.
 
 Final evaluation: the trainer's reward means / KL on the test split, plus
 ``eval_label_accuracy``: the share of test rows whose implied reward
@@ -30,6 +33,9 @@ from .modeling import ensure_distinct_pad, load_causal_lm, load_tokenizer, lora_
 from .packing import pack_trainer
 from .runtime import RecipeRun
 
+#: TRL 1.12's KTO loss types: "kto" estimates the reference point, "apo_zero_unpaired" fixes it at 0
+LOSS_TYPES = ("kto", "apo_zero_unpaired")
+
 
 @dataclass
 class Config(PaddingFreeMixin, ReferenceMixin, RecipeConfig):
@@ -38,6 +44,13 @@ class Config(PaddingFreeMixin, ReferenceMixin, RecipeConfig):
     DEFAULT_LR: ClassVar[float] = 2e-4
 
     beta: float = _field(0.1, "KL strength: higher keeps the policy closer to the reference.")
+    loss_type: str = _field(
+        "kto",
+        "'kto': the KTO loss, its reference point a per-batch KL estimate from mismatched completions "
+        "(clamped at 0). 'apo_zero_unpaired': the same loss with the reference point fixed at 0 (TRL's "
+        "unpaired APO-zero), which skips the estimate's two extra forward passes per step; it trains "
+        "identically whenever the clamped estimate would have been 0.",
+    )
     desirable_weight: float = _field(1.0, "Loss weight of thumbs-up rows.")
     undesirable_weight: float = _field(1.0, "Loss weight of thumbs-down rows.")
     balance_weights: bool = _field(
@@ -56,12 +69,15 @@ class Config(PaddingFreeMixin, ReferenceMixin, RecipeConfig):
 
     def validate(self, problems: list[tuple[str, str]]) -> None:
         super().validate(problems)
-        if self.per_device_train_batch_size < 2:
-            problems.append(
-                ("per_device_train_batch_size", "KTO needs > 1: its KL term compares rows within a batch")
-            )
-        if self.per_device_eval_batch_size < 2:
-            problems.append(("per_device_eval_batch_size", "KTO needs > 1 (KL term within a batch)"))
+        if self.loss_type not in LOSS_TYPES:
+            problems.append(("loss_type", f"must be one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}"))
+        if self.loss_type == "kto":
+            if self.per_device_train_batch_size < 2:
+                problems.append(
+                    ("per_device_train_batch_size", "KTO needs > 1: its KL term compares rows within a batch")
+                )
+            if self.per_device_eval_batch_size < 2:
+                problems.append(("per_device_eval_batch_size", "KTO needs > 1 (KL term within a batch)"))
         if self.beta <= 0:
             problems.append(("beta", "must be > 0"))
         for name in ("desirable_weight", "undesirable_weight"):
@@ -161,6 +177,7 @@ def run(cfg: Config) -> dict[str, Any]:
         args = KTOConfig(
             **rr.trainer_kwargs(),
             beta=cfg.beta,
+            loss_type=cfg.loss_type,
             desirable_weight=desirable_weight,
             undesirable_weight=cfg.undesirable_weight,
             max_length=cfg.max_length,
@@ -178,11 +195,13 @@ def run(cfg: Config) -> dict[str, Any]:
         )
         if cfg.padding_free:
             pack_trainer(trainer, capacity=cfg.max_length)
-        trainer.train(resume_from_checkpoint=rr.resume_from)
+        with rr.autocast():
+            trainer.train(resume_from_checkpoint=rr.resume_from)
         rr.write_progress(status="evaluating")
         metrics: dict[str, Any] = {}
         if len(test) >= 2 and cfg.final_eval:
-            metrics = trainer.evaluate()
+            with rr.autocast():
+                metrics = trainer.evaluate()
             policy = trainer.accelerator.unwrap_model(trainer.model)
             policy.eval()
             prompts = [r["prompt"] for r in test]

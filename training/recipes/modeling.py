@@ -57,9 +57,25 @@ def use_cuda(cfg: RecipeConfig) -> bool:
     return available
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX). There, autocast to
+    bfloat16 made a training step of the demo model 2.1x faster and a forward pass 2.8x (2 cores,
+    2026-12-04); elsewhere it is emulated and slower than float32."""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def use_bf16(cfg: RecipeConfig) -> bool:
+    """bf16 mixed precision: on CUDA by default where supported; on a CPU only when asked for, and
+    only where the CPU has native bfloat16 (autocast over float32 weights)."""
     if not use_cuda(cfg):
-        return False
+        if cfg.bf16 and not cpu_has_native_bf16():
+            raise ModelLoadError(
+                "bf16: true on a CPU without native bfloat16 (AVX512-BF16 or AMX), where it is emulated "
+                "and slower than float32; set bf16 to false or null"
+            )
+        return bool(cfg.bf16)
     if cfg.bf16 is not None:
         return cfg.bf16
     import torch
@@ -71,7 +87,8 @@ def load_dtype(cfg: RecipeConfig) -> torch.dtype:
     import torch
 
     if cfg.model_dtype == "auto":
-        return torch.bfloat16 if use_bf16(cfg) else torch.float32
+        # On a CPU, bf16 is autocast over float32 weights (the optimiser keeps float32 state).
+        return torch.bfloat16 if use_bf16(cfg) and use_cuda(cfg) else torch.float32
     return getattr(torch, cfg.model_dtype)
 
 

@@ -322,10 +322,12 @@ def run(cfg: Config) -> dict[str, Any]:
         trainer.add_callback(rr.callback(step_offset=lambda: trainer.step_offset))
         if rr.resume_from:
             trainer.resume(rr.resume_from, rr.resume_step)
-        trainer.train()
+        with rr.autocast():
+            trainer.train()
         final_step = trainer.step_offset + trainer.state.global_step
         rr.write_progress(status="evaluating", step=final_step)
-        metrics = _evaluate(trainer, tok, cfg, test_prompts or train_prompts, reward_model)
+        with rr.autocast():
+            metrics = _evaluate(trainer, tok, cfg, test_prompts or train_prompts, reward_model)
         return rr.finish(
             trainer=trainer,
             tokenizer=tok,

@@ -87,9 +87,11 @@ def run(cfg: Config) -> dict[str, Any]:
         )
         if cfg.padding_free:
             pack_trainer(trainer, capacity=cfg.max_length)
-        trainer.train(resume_from_checkpoint=rr.resume_from)
+        with rr.autocast():
+            trainer.train(resume_from_checkpoint=rr.resume_from)
         rr.write_progress(status="evaluating")
-        metrics = trainer.evaluate() if snap.test and cfg.final_eval else {}
+        with rr.autocast():
+            metrics = trainer.evaluate() if snap.test and cfg.final_eval else {}
         return rr.finish(
             trainer=trainer,
             tokenizer=tok,

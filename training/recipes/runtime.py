@@ -18,6 +18,7 @@ Only the main process (rank 0 under ``accelerate launch``) writes these files.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -146,6 +147,17 @@ class RecipeRun:
             self._lock = None
 
     # --- progress / metrics -------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bfloat16 autocast for training and evaluation on a CPU run with ``bf16`` on (weights stay
+        float32). accelerate casts only the prepared model's forward; TRL's PPO also generates and
+        scores with unwrapped models, so each recipe enters this around its train and evaluate calls
+        (not around merging, which should add the LoRA delta in float32)."""
+        if use_bf16(self.cfg) and not use_cuda(self.cfg):
+            import torch
+
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def write_progress(self, **fields: Any) -> None:
         self._progress.update(fields)
         self._progress["updated_at"] = datetime.now(UTC).isoformat()

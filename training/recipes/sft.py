@@ -68,9 +68,11 @@ def run(cfg: Config) -> dict[str, Any]:
             peft_config=lora_config(cfg, "CAUSAL_LM"),
             callbacks=[rr.callback()],
         )
-        trainer.train(resume_from_checkpoint=rr.resume_from)
+        with rr.autocast():
+            trainer.train(resume_from_checkpoint=rr.resume_from)
         rr.write_progress(status="evaluating")
-        metrics = trainer.evaluate() if snap.test and cfg.final_eval else {}
+        with rr.autocast():
+            metrics = trainer.evaluate() if snap.test and cfg.final_eval else {}
         if "eval_loss" in metrics:
             metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
         return rr.finish(

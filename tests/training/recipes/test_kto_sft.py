@@ -78,3 +78,44 @@ def test_a_negative_sft_weight_is_refused(tmp_path, tiny_lm):
     snap = write_snapshot(tmp_path / "snap", "unpaired")
     with pytest.raises(ValueError, match="sft_weight"):
         recipe("kto").Config.from_dict(base_config(tiny_lm, snap, tmp_path / "out", sft_weight=-1))
+
+
+def test_apo_zero_unpaired_skips_the_kl_estimate_passes(tmp_path, tiny_lm, monkeypatch):
+    """loss_type apo_zero_unpaired is KTO with the reference point fixed at 0: per step, the
+    policy's and the reference's passes over the batch, without the two over mismatched pairs."""
+    import training.recipes.kto as kto
+
+    snap = write_snapshot(tmp_path / "snap", "unpaired", train=16)
+    calls: list[int] = []
+    real_load = kto.load_causal_lm
+
+    def counting_load(*args, **kwargs):
+        model = real_load(*args, **kwargs)
+        model.register_forward_hook(lambda *_: calls.append(1))
+        return model
+
+    monkeypatch.setattr(kto, "load_causal_lm", counting_load)
+    counts, kls = {}, {}
+    for loss_type in ("kto", "apo_zero_unpaired"):
+        calls.clear()
+        out = tmp_path / loss_type
+        cfg = base_config(tiny_lm, snap, out, max_steps=3, loss_type=loss_type, final_eval=False)
+        kto.run(kto.Config.from_dict(cfg))
+        counts[loss_type] = len(calls)
+        lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        kls[loss_type] = [x["kl"] for x in lines if "kl" in x]
+        assert (out / "final").is_dir()
+    # The merge at the end loads the model once more: the same in both runs.
+    assert counts["kto"] - counts["apo_zero_unpaired"] == 2 * 3, counts
+    assert kls["apo_zero_unpaired"] and all(k == 0 for k in kls["apo_zero_unpaired"]), kls
+
+
+def test_apo_zero_unpaired_allows_a_batch_of_one_and_unknown_loss_types_are_refused(tmp_path, tiny_lm):
+    snap = write_snapshot(tmp_path / "snap", "unpaired")
+    Config = recipe("kto").Config
+    one = {"per_device_train_batch_size": 1, "per_device_eval_batch_size": 1}
+    Config.from_dict(base_config(tiny_lm, snap, tmp_path / "out", loss_type="apo_zero_unpaired", **one))
+    with pytest.raises(ValueError, match="per_device_train_batch_size"):
+        Config.from_dict(base_config(tiny_lm, snap, tmp_path / "out", **one))
+    with pytest.raises(ValueError, match="loss_type"):
+        Config.from_dict(base_config(tiny_lm, snap, tmp_path / "out", loss_type="sigmoid"))
