@@ -27,3 +27,27 @@ def test_dpo_trains_one_epoch_with_the_sft_term():
 def test_user_settings_win_over_the_defaults():
     cfg = DPOConfig.from_dict(_dpo(num_train_epochs=2.0, loss_type=["sigmoid"], loss_weights=None))
     assert list(cfg.loss_type) == ["sigmoid"] and cfg.num_train_epochs == 2.0
+
+
+def test_kto_defaults_fix_the_reference_point_and_are_a_valid_config():
+    from training.recipes.kto import Config as KTOConfig
+
+    cfg = KTOConfig.from_dict(
+        {
+            **recipe_defaults("kto", tiny=False),
+            "model_name_or_path": "/models/base",
+            "snapshot_dir": "/snapshots/2",
+            "output_dir": "/runs/2",
+        }
+    )
+    assert cfg.loss_type == "apo_zero_unpaired" and cfg.sft_weight == 1.0 and cfg.beta == 0.5
+
+
+def test_bf16_only_for_dpo_and_kto_and_only_where_the_cpu_has_it(monkeypatch):
+    import training.closed_loop.loop as loop
+
+    for native in (True, False):
+        monkeypatch.setattr(loop, "native_bf16", lambda native=native: native)
+        got = {m: recipe_defaults(m, tiny=False).get("bf16", False) for m in ("dpo", "kto", "reward", "ppo")}
+        assert got == {"dpo": native, "kto": native, "reward": False, "ppo": False}
+        assert not any(recipe_defaults(m, tiny=True).get("bf16", False) for m in got)

@@ -64,6 +64,10 @@ def test_trl_reads_each_rollout_scored_as_a_transcript(tiny_lm):
         _rm_score(rm, query + cut_off + [tok.eos_token_id] + suffix),  # a cut-off answer gets its EOS
     ]
     assert torch.allclose(scores, torch.tensor(expected), atol=1e-5)
+    # a bf16 run's autocast (training/recipes/runtime.py) does not reach the scores: float32 as above
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, under_autocast, _ = get_reward(wrapped, rows, pad, 1 + len(query))
+    assert under_autocast.dtype == torch.float32 and torch.allclose(under_autocast, scores, atol=1e-6)
     # the finished row is exactly what reward_scores (evaluation, active selection) reads from the transcript
     text = tok.decode(finished[:-1])
     transcript = list(
