@@ -138,6 +138,21 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       the snapshot's noisy test labels); the leaderboard agrees for all three (1121, 1014 and 1027
       against the base's 838). Round 2 (DPO from round 1's DPO, 412 pairs, 52 steps, 776 s): 0.92,
       0/30 empty or cut off, 19.9 words (1176 [1107, 1767] against 824); 3,337 s for both rounds.
+    - The loop as it runs now (2026-12-04, the same fast machine, which multiplies bfloat16 in
+      hardware): DPO and KTO under bfloat16 autocast, KTO with its reference point fixed at 0
+      (``loss_type`` apo_zero_unpaired: no KL-estimate passes; the estimate had been 0 in every run),
+      generation in bfloat16; reward model and PPO in float32. ``--rounds 2 --round2-methods
+      dpo,kto,ppo``: round 1 took 1,483 s (24.7 minutes): candidate generation 125 s, DPO 318 s (28
+      steps), KTO 252 s (38 steps), reward model + PPO 718 s, held-out generation and judging 67 s.
+      DPO 0.87 (1/30 looping: "1. 1. 1.1.1.…", 19.6 words), KTO 0.87 (2/30 looping, 18.3 words), PPO
+      0.93 (0/30, 16.3 words; reward model 0.849 noise-free held-out, 0.81 on the snapshot's noisy
+      test labels); the leaderboard agrees for all three (1041, 1096 and 1073 against 790). Round 2,
+      each from its round-1 version (2,183 s; 3,666 s for both rounds): DPO 0.93, 0/30 empty or cut
+      off, 6.9 words (420 pairs, 417 s); KTO 0.90 with 1/30 looping (the same "1. 1. 1.1.1." prompt),
+      16.4 words; PPO 0.88 with 2/30 looping ("Ew, no, no, no, …" and "Alright, alright, …" to the
+      token limit under greedy decoding), 9.3 words, reward model 0.906; the leaderboard agrees for
+      all three. The same with all four methods under autocast: the reward model ranked its test
+      pairs at 0.65 and PPO did not move (0.42, 76.9 words); DPO 0.90 and KTO 0.85 there.
     - PPO with the reward model read as it was trained (2026-12-03, ``scoring.EndOfTurnReward``; lr
       2e-4, value model at 1e-5, 20 rollout batches of 16 in 2 minibatches, 2 PPO epochs,
       response_length 64, kl 0.05, missing-EOS penalty 1): shorter-wins 0.93, 0/30 empty and none cut
