@@ -152,7 +152,9 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       16.4 words; PPO 0.88 with 2/30 looping ("Ew, no, no, no, …" and "Alright, alright, …" to the
       token limit under greedy decoding), 9.3 words, reward model 0.906; the leaderboard agrees for
       all three. The same with all four methods under autocast: the reward model ranked its test
-      pairs at 0.65 and PPO did not move (0.42, 76.9 words); DPO 0.90 and KTO 0.85 there.
+      pairs at 0.65 and PPO did not move (0.42, 76.9 words); DPO 0.90 and KTO 0.85 there. Content
+      (one sentence), DPO in bf16 (``--preferences sentence``; beside a CI run, so no timings): 0.90,
+      0/30 empty, 1/30 cut off, 25.1 words, the leaderboard agrees (1163 [1112, 1256] against 837).
     - PPO with the reward model read as it was trained (2026-12-03, ``scoring.EndOfTurnReward``; lr
       2e-4, value model at 1e-5, 20 rollout batches of 16 in 2 minibatches, 2 PPO epochs,
       response_length 64, kl 0.05, missing-EOS penalty 1): shorter-wins 0.93, 0/30 empty and none cut
