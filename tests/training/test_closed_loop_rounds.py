@@ -44,10 +44,10 @@ def test_kto_defaults_fix_the_reference_point_and_are_a_valid_config():
 
 
 def test_bf16_only_for_dpo_and_kto_and_only_where_the_cpu_has_it(monkeypatch):
-    import training.closed_loop.loop as loop
+    from training.recipes import modeling
 
     for native in (True, False):
-        monkeypatch.setattr(loop, "native_bf16", lambda native=native: native)
+        monkeypatch.setattr(modeling, "cpu_has_native_bf16", lambda native=native: native)
         got = {m: recipe_defaults(m, tiny=False).get("bf16", False) for m in ("dpo", "kto", "reward", "ppo")}
         assert got == {"dpo": native, "kto": native, "reward": False, "ppo": False}
         assert not any(recipe_defaults(m, tiny=True).get("bf16", False) for m in got)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.recipes import modeling
+
 from .annotator import Account, ApiClient, annotate_all
 from .preferences import empty_rate, get_preference, win_rate
 from .report import ResultLine, plot_win_rates
@@ -251,7 +253,7 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
             "eval_prompts": 0,
         },
     }
-    if not tiny and native_bf16():
+    if not tiny and modeling.cpu_has_native_bf16():
         # bfloat16 autocast where the CPU multiplies it in hardware, for DPO and KTO (a DPO-sized step
         # 2.1x faster). Not for the reward model and PPO: with all four under autocast (2026-12-04), the
         # reward model ranked the snapshot's test pairs at 0.65 (float32 runs: 0.81-0.98; the same model
@@ -277,12 +279,6 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
 
 
 # -- small helpers -----------------------------------------------------------------------------
-def native_bf16() -> bool:
-    from training.recipes.modeling import cpu_has_native_bf16
-
-    return cpu_has_native_bf16()
-
-
 def _wait(
     model, pk: int, *, what: str, timeout: float, check: Callable[[], None] | None = None, poll: float = 2.0
 ):
@@ -797,7 +793,7 @@ def register_base(options: LoopOptions, data_dir: Path) -> Any:
         path = str(ensure_demo_model())
         name = "smollm2-135m-instruct"
     settings: dict[str, Any] = {"device": "cpu", "batch_size": 64}
-    if not options.tiny and native_bf16():
+    if not options.tiny and modeling.cpu_has_native_bf16():
         # bfloat16 weights where the CPU multiplies them in hardware: 64 sampled answers of up to 128
         # tokens in 21.7 s instead of 35.8 s here. New versions inherit their parent's settings.
         settings["dtype"] = "bfloat16"

@@ -148,8 +148,7 @@ def run(cfg: Config) -> dict[str, Any]:
         )
         with rr.autocast():
             trainer.train(resume_from_checkpoint=rr.resume_from)
-        rr.write_progress(status="evaluating")
-        with rr.autocast():
+            rr.write_progress(status="evaluating")
             metrics = trainer.evaluate() if snap.test and cfg.final_eval else {}
         if "eval_loss" in metrics:
             metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))

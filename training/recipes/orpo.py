@@ -84,8 +84,7 @@ def run(cfg: Config) -> dict[str, Any]:
             pack_trainer(trainer, capacity=cfg.max_length)
         with rr.autocast():
             trainer.train(resume_from_checkpoint=rr.resume_from)
-        rr.write_progress(status="evaluating")
-        with rr.autocast():
+            rr.write_progress(status="evaluating")
             metrics = trainer.evaluate() if snap.test and cfg.final_eval else {}
         return rr.finish(
             trainer=trainer,

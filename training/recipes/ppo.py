@@ -324,9 +324,8 @@ def run(cfg: Config) -> dict[str, Any]:
             trainer.resume(rr.resume_from, rr.resume_step)
         with rr.autocast():
             trainer.train()
-        final_step = trainer.step_offset + trainer.state.global_step
-        rr.write_progress(status="evaluating", step=final_step)
-        with rr.autocast():
+            final_step = trainer.step_offset + trainer.state.global_step
+            rr.write_progress(status="evaluating", step=final_step)
             metrics = _evaluate(trainer, tok, cfg, test_prompts or train_prompts, reward_model)
         return rr.finish(
             trainer=trainer,
