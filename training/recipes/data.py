@@ -29,7 +29,8 @@ KIND_COLUMNS: dict[str, dict[str, str]] = {
     "sft": {"prompt": "messages", "completion": "messages"},
 }
 OPTIONAL_COLUMNS: dict[str, dict[str, str]] = {
-    "preference": {"margin": "number"},
+    "preference": {"margin": "number", "chosen_truncated": "bool", "rejected_truncated": "bool"},
+    "unpaired": {"completion_truncated": "bool"},
 }
 
 

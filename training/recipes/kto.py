@@ -67,6 +67,14 @@ class Config(PaddingFreeMixin, ReferenceMixin, RecipeConfig):
         "term keeps them likely, as DPO's 'sft' loss does for chosen answers.",
     )
 
+    cut_off_as_prefix: bool = _field(
+        True,
+        "Train a completion that hit the token limit (kept by drop_truncated: a thumbs-down or "
+        "rejected answer, as a rule) as the unfinished prefix it is: without the end-of-turn token "
+        "that chat formatting appends. Otherwise a thumbs-down on a rambling, cut-off answer also "
+        "pushes down ending it there, teaching the model not to stop after that much text.",
+    )
+
     def validate(self, problems: list[tuple[str, str]]) -> None:
         super().validate(problems)
         if self.loss_type not in LOSS_TYPES:
@@ -129,14 +137,46 @@ def with_sft_term(trainer_cls: type, weight: float) -> type:
 
 
 def _unpair(rows: list[dict]) -> list[dict]:
+    """Thumbs rows as they are, preference pairs as a thumbs-up and a thumbs-down row; ``cut_off``
+    marks a completion that hit the token limit."""
     out = []
     for r in rows:
         if "label" in r:
-            out.append({"prompt": r["prompt"], "completion": r["completion"], "label": bool(r["label"])})
+            out.append(
+                {
+                    "prompt": r["prompt"],
+                    "completion": r["completion"],
+                    "label": bool(r["label"]),
+                    "cut_off": bool(r.get("completion_truncated")),
+                }
+            )
         else:
-            out.append({"prompt": r["prompt"], "completion": r["chosen"], "label": True})
-            out.append({"prompt": r["prompt"], "completion": r["rejected"], "label": False})
+            for side, label in (("chosen", True), ("rejected", False)):
+                out.append(
+                    {
+                        "prompt": r["prompt"],
+                        "completion": r[side],
+                        "label": label,
+                        "cut_off": bool(r.get(f"{side}_truncated")),
+                    }
+                )
     return out
+
+
+def cut_off_as_prefix(dataset: Any, *, eos_token_id: int) -> Any:
+    """``dataset`` (TRL's tokenized KTO rows) with each ``cut_off`` row's ``completion_ids`` ended
+    before its last end-of-turn token (the chat template's end, and what follows it), and the
+    ``cut_off`` column removed. The mismatched completions of the KL estimate (loss_type 'kto')
+    keep their ends: they only estimate the reference point."""
+
+    def strip(row: dict[str, Any]) -> dict[str, Any]:
+        ids = row["completion_ids"]
+        if row["cut_off"] and eos_token_id in ids:
+            last = len(ids) - 1 - ids[::-1].index(eos_token_id)
+            return {"completion_ids": ids[:last]}
+        return {}
+
+    return dataset.map(strip).remove_columns("cut_off")
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -150,7 +190,7 @@ def run(cfg: Config) -> dict[str, Any]:
             cfg.snapshot_dir,
             kinds=cfg.SNAPSHOT_KINDS,
             drop_truncated=cfg.drop_truncated,
-            keep_optional=(),
+            keep_optional=("completion_truncated", "chosen_truncated", "rejected_truncated"),
             max_train_rows=cfg.max_train_rows,
             seed=cfg.seed,
         )
@@ -193,6 +233,15 @@ def run(cfg: Config) -> dict[str, Any]:
             peft_config=lora_config(cfg, "CAUSAL_LM"),
             callbacks=[rr.callback()],
         )
+        cut_off_rows = sum(r["cut_off"] for r in train) if cfg.cut_off_as_prefix else 0
+        for name in ("train_dataset", "eval_dataset"):
+            ds = getattr(trainer, name)
+            if ds is not None:
+                if cfg.cut_off_as_prefix:
+                    ds = cut_off_as_prefix(ds, eos_token_id=tok.eos_token_id)
+                else:
+                    ds = ds.remove_columns("cut_off")
+                setattr(trainer, name, ds)
         if cfg.padding_free:
             pack_trainer(trainer, capacity=cfg.max_length)
         with rr.autocast():
@@ -225,7 +274,11 @@ def run(cfg: Config) -> dict[str, Any]:
             tokenizer=tok,
             eval_metrics=metrics,
             merge_loader=lambda: load_causal_lm(cfg.model_name_or_path, cfg=cfg, tokenizer=tok),
-            extra={"desirable_weight": desirable_weight, "rows": {"desirable": n_up, "undesirable": n_down}},
+            extra={
+                "desirable_weight": desirable_weight,
+                "rows": {"desirable": n_up, "undesirable": n_down},
+                "cut_off_rows": cut_off_rows,
+            },
         )
 
 
