@@ -557,13 +557,23 @@ def rm_accuracy(
     model = AutoModelForSequenceClassification.from_pretrained(reward_dir, dtype=torch.float32)
     model.config.pad_token_id = tok.pad_token_id
     model.eval()
-    prompts = [p for p, _, _ in pairs] * 2
-    completions = [[{"role": "assistant", "content": a[0]}] for _, a, _ in pairs] + [
-        [{"role": "assistant", "content": b[0]}] for _, _, b in pairs
-    ]
+    # Each answer once, however many pairs it is in (an answer among four is in three).
+    index: dict[tuple[str, str], int] = {}
+    prompts: list[list[dict]] = []
+    completions: list[list[dict]] = []
+    for prompt, *answers in pairs:
+        for text, _ in answers:
+            key = (json.dumps(prompt, sort_keys=True), text)
+            if key not in index:
+                index[key] = len(prompts)
+                prompts.append(prompt)
+                completions.append([{"role": "assistant", "content": text}])
     scores = reward_scores(model, tok, prompts, completions, batch_size=16)
-    n = len(pairs)
-    return sum(scores[i] > scores[n + i] for i in range(n)) / n
+
+    def score(prompt: list[dict], answer: tuple[str, bool]) -> float:
+        return scores[index[(json.dumps(prompt, sort_keys=True), answer[0])]]
+
+    return sum(score(p, a) > score(p, b) for p, a, b in pairs) / len(pairs)
 
 
 def preference_pairs(preference: str, groups: list[tuple[list[dict], list[tuple[str, bool]]]]):

@@ -1,0 +1,54 @@
+"""The closed loop's reward-model accuracy scores each answer once, however many pairs it is in,
+and counts the same pairs right as scoring both sides of every pair would."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from inference.engines.tiny import build_tiny_model
+from training.closed_loop import loop
+from training.recipes import scoring
+from training.recipes.modeling import ensure_distinct_pad, load_tokenizer
+
+
+def test_rm_accuracy_scores_each_answer_once_and_matches_pairwise_scoring(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    rm_dir = tmp_path / "rm"
+    build_tiny_model(rm_dir, seed=3, num_labels=1)
+    groups = [
+        (
+            [{"role": "user", "content": f"question {i}"}],
+            [(f"answer {i} {j} " * (j + 1), False) for j in range(4)],
+        )
+        for i in range(5)
+    ]
+    pairs = loop.preference_pairs("shorter", groups)
+    assert len(pairs) == 5 * 6  # every pair of four answers of different length
+
+    scored: list[int] = []
+    real = scoring.reward_scores
+
+    def counting(model, tok, prompts, completions, **kw):
+        scored.append(len(completions))
+        return real(model, tok, prompts, completions, **kw)
+
+    monkeypatch.setattr(scoring, "reward_scores", counting)
+    got = loop.rm_accuracy(str(rm_dir), pairs)
+    assert sum(scored) == 5 * 4
+
+    tok = load_tokenizer(str(rm_dir))
+    ensure_distinct_pad(tok)
+    model = AutoModelForSequenceClassification.from_pretrained(rm_dir, dtype=torch.float32).eval()
+    model.config.pad_token_id = tok.pad_token_id
+    right = 0
+    for prompt, better, worse in pairs:
+        a, b = real(
+            model,
+            tok,
+            [prompt, prompt],
+            [[{"role": "assistant", "content": better[0]}], [{"role": "assistant", "content": worse[0]}]],
+        )
+        right += a > b
+    assert got == right / len(pairs)
+    assert 0 < got < 1  # a random head: some pairs each way, so the comparison means something
