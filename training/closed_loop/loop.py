@@ -157,6 +157,22 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       pairs at 0.65 and PPO did not move (0.42, 76.9 words); DPO 0.90 and KTO 0.85 there. Content
       (one sentence), DPO in bf16 (``--preferences sentence``; beside a CI run, so no timings): 0.90,
       0/30 empty, 1/30 cut off, 25.1 words, the leaderboard agrees (1163 [1112, 1256] against 837).
+    - On 60 held-out prompts (2026-12-05; 30 until then, where a single looping answer read 3.3 %
+      against the 2 % target), another machine with bfloat16 in hardware, ~10 % slower per DPO
+      step, ``--rounds 2 --round2-methods dpo,kto,ppo``: round 1 took ~1,866 s (31.1 minutes):
+      candidate generation 132 s, DPO 354 s (28 steps), KTO 267 s (38 steps), reward model + PPO
+      864 s, held-out generation (4 versions x 60 prompts) 90 s, then ~150 s mostly spent scoring
+      each pair of held-out answers with the reward model (now each answer once, a third of the
+      work). DPO 0.87 (0/60 empty or looping, 47.3 words), KTO 0.88 (4/60 looping at the token
+      limit: "1. 1. 1.1.…", "… because we yawn because we yawn …"; 19.9 words), PPO 0.84 (1/60,
+      44.8 words; reward model 0.877 noise-free held-out, 0.917 on the snapshot's noisy test
+      labels). The base itself loops on one new prompt ("Boil an egg:" over and over). Round 2,
+      each from its round-1 version (4,442 s for both rounds): DPO 0.95, KTO 0.95, PPO 0.94, each
+      0/60 empty or looping (9.7, 21.1 and 19.6 words; reward model 0.926); the leaderboard agrees
+      in all six. KTO then still trained cut-off thumbs-down answers (70 % of them) with the
+      end-of-turn token appended, which also pushes down ending there; the KTO recipe now trains
+      them as unfinished prefixes by default (``cut_off_as_prefix``), which the loop leaves off
+      until it is measured here.
     - PPO with the reward model read as it was trained (2026-12-03, ``scoring.EndOfTurnReward``; lr
       2e-4, value model at 1e-5, 20 rollout batches of 16 in 2 minibatches, 2 PPO epochs,
       response_length 64, kl 0.05, missing-EOS penalty 1): shorter-wins 0.93, 0/30 empty and none cut
@@ -236,6 +252,9 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
             # The KL estimate (KTO's reference point) was 0 after clamping in every run above, so
             # the loss with the point fixed at 0 is the same, without its two passes per step.
             "loss_type": "apo_zero_unpaired",
+            # The runs above trained cut-off thumbs-down answers as finished; the loop keeps that until
+            # a two-round run has measured the recipe's prefix treatment (its default).
+            "cut_off_as_prefix": False,
             **no_final_eval,
         },
         "reward": {"learning_rate": 2e-4, "num_train_epochs": 1.0, "per_device_train_batch_size": 8},
