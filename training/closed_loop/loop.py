@@ -583,19 +583,20 @@ def rm_accuracy(
     index: dict[tuple[str, str], int] = {}
     prompts: list[list[dict]] = []
     completions: list[list[dict]] = []
+    sides: list[tuple[int, int]] = []  # (better, worse) as positions in the scored list
     for prompt, *answers in pairs:
+        prompt_key = json.dumps(prompt, sort_keys=True)
+        at = []
         for text, _ in answers:
-            key = (json.dumps(prompt, sort_keys=True), text)
+            key = (prompt_key, text)
             if key not in index:
                 index[key] = len(prompts)
                 prompts.append(prompt)
                 completions.append([{"role": "assistant", "content": text}])
+            at.append(index[key])
+        sides.append((at[0], at[1]))
     scores = reward_scores(model, tok, prompts, completions, batch_size=16)
-
-    def score(prompt: list[dict], answer: tuple[str, bool]) -> float:
-        return scores[index[(json.dumps(prompt, sort_keys=True), answer[0])]]
-
-    return sum(score(p, a) > score(p, b) for p, a, b in pairs) / len(pairs)
+    return sum(scores[better] > scores[worse] for better, worse in sides) / len(sides)
 
 
 def preference_pairs(preference: str, groups: list[tuple[list[dict], list[tuple[str, bool]]]]):
