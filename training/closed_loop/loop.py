@@ -255,9 +255,6 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
             # The KL estimate (KTO's reference point) was 0 after clamping in every run above, so
             # the loss with the point fixed at 0 is the same, without its two passes per step.
             "loss_type": "apo_zero_unpaired",
-            # The runs above trained cut-off thumbs-down answers as finished; the loop keeps that until
-            # a two-round run has measured the recipe's prefix treatment (its default).
-            "cut_off_as_prefix": False,
             **no_final_eval,
         },
         "reward": {"learning_rate": 2e-4, "num_train_epochs": 1.0, "per_device_train_batch_size": 8},
@@ -269,7 +266,7 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
             "num_ppo_epochs": 2,
             "response_length": 64,
             "num_train_epochs": 2.0,
-            "max_steps": 12,  # rollout batches of 16 (192 episodes, ~2.5 passes over the ~80 prompts)
+            "max_steps": 10,  # rollout batches of 16 (160 episodes, ~2 passes over the ~80 prompts)
             "kl_coef": 0.05,
             "missing_eos_penalty": 1.0,
             "eval_prompts": 0,

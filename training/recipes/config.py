@@ -360,3 +360,17 @@ class PaddingFreeMixin:
         "its own positions and a block-diagonal mask) instead of padding them all to the longest: "
         "the same logits, fewer token slots (training/recipes/packing.py).",
     )
+
+
+@dataclass
+class CutOffPrefixMixin:
+    """For methods that train answers as finished (dpo, kto): a cut-off answer's end-of-turn token."""
+
+    cut_off_as_prefix: bool = _field(
+        True,
+        "Train a completion that hit the token limit (kept by drop_truncated: a thumbs-down or "
+        "rejected answer, as a rule) as the unfinished prefix it is: without the end-of-turn token "
+        "that chat formatting appends. Otherwise a thumbs-down on (or a preference against) a "
+        "rambling, cut-off answer also pushes down ending it there, teaching the model not to stop "
+        "after that much text.",
+    )

@@ -130,6 +130,14 @@ def is_cut_off(row: dict[str, Any], mode: bool | str) -> bool:
     return False
 
 
+def before_last_end(ids: list[int], end_id: int) -> list[int]:
+    """``ids`` (a tokenized completion) ended before its last ``end_id`` token: the end-of-turn token
+    chat formatting appends, and what follows it. Unchanged when there is none."""
+    if end_id not in ids:
+        return ids
+    return ids[: len(ids) - 1 - ids[::-1].index(end_id)]
+
+
 def read_rows(
     file: Path, kind: str, *, drop_truncated: bool | str, keep: tuple[str, ...] | None = None
 ) -> tuple[list[dict[str, Any]], int, int]:

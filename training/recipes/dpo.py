@@ -16,8 +16,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .config import PaddingFreeMixin, RecipeConfig, ReferenceMixin, _field
-from .data import load_snapshot
+from .config import CutOffPrefixMixin, PaddingFreeMixin, RecipeConfig, ReferenceMixin, _field
+from .data import before_last_end, load_snapshot
 from .modeling import ensure_distinct_pad, load_causal_lm, load_tokenizer, lora_config
 from .packing import pack_trainer
 from .runtime import RecipeRun
@@ -37,7 +37,7 @@ LOSS_TYPES = (
 
 
 @dataclass
-class Config(PaddingFreeMixin, ReferenceMixin, RecipeConfig):
+class Config(CutOffPrefixMixin, PaddingFreeMixin, ReferenceMixin, RecipeConfig):
     METHOD: ClassVar[str] = "dpo"
     SNAPSHOT_KINDS: ClassVar[tuple[str, ...]] = ("preference",)
     DEFAULT_LR: ClassVar[float] = 2e-4
@@ -65,6 +65,43 @@ class Config(PaddingFreeMixin, ReferenceMixin, RecipeConfig):
             problems.append(("loss_weights", "needs one weight per loss_type entry"))
         if not 0 <= self.label_smoothing < 0.5:
             problems.append(("label_smoothing", "must be in [0, 0.5)"))
+        if self.precompute_ref_log_probs and self.cut_off_as_prefix:
+            problems.append(
+                (
+                    "precompute_ref_log_probs",
+                    "not with cut_off_as_prefix: the trainer would compute the reference log-probs before "
+                    "cut-off answers lose their end-of-turn token; turn one of them off",
+                )
+            )
+
+
+SIDES = ("chosen", "rejected")
+
+
+def _flagged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pairs with a ``<side>_cut_off`` column per side (the snapshot's ``<side>_truncated``, optional)."""
+    return [
+        {
+            **{k: v for k, v in r.items() if not k.endswith("_truncated")},
+            **{f"{side}_cut_off": bool(r.get(f"{side}_truncated")) for side in SIDES},
+        }
+        for r in rows
+    ]
+
+
+def cut_off_as_prefix(dataset: Any, *, eos_token_id: int) -> Any:
+    """``dataset`` (TRL's tokenized DPO rows) with each cut-off side's ``<side>_ids`` ended before its
+    last end-of-turn token, and the ``<side>_cut_off`` columns removed. A cut-off rejected answer then
+    counts against its text, not against stopping after it."""
+
+    def strip(row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            f"{side}_ids": before_last_end(row[f"{side}_ids"], eos_token_id)
+            for side in SIDES
+            if row[f"{side}_cut_off"]
+        }
+
+    return dataset.map(strip).remove_columns([f"{side}_cut_off" for side in SIDES])
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -76,11 +113,15 @@ def run(cfg: Config) -> dict[str, Any]:
             cfg.snapshot_dir,
             kinds=cfg.SNAPSHOT_KINDS,
             drop_truncated=cfg.drop_truncated,
-            keep_optional=(),
+            keep_optional=("chosen_truncated", "rejected_truncated") if cfg.cut_off_as_prefix else (),
             max_train_rows=cfg.max_train_rows,
             seed=cfg.seed,
         )
         rr.attach_snapshot(snap)
+        train, test = snap.train, snap.test
+        if cfg.cut_off_as_prefix:
+            train, test = _flagged(train), _flagged(test)
+        cut_off = {side: sum(r.get(f"{side}_cut_off", False) for r in train) for side in SIDES}
         tok = load_tokenizer(cfg.model_name_or_path)
         ensure_distinct_pad(tok)
         model = load_causal_lm(cfg.model_name_or_path, cfg=cfg, tokenizer=tok)
@@ -102,12 +143,17 @@ def run(cfg: Config) -> dict[str, Any]:
             model=model,
             ref_model=ref,
             args=args,
-            train_dataset=Dataset.from_list(snap.train),
-            eval_dataset=Dataset.from_list(snap.test) if snap.test else None,
+            train_dataset=Dataset.from_list(train),
+            eval_dataset=Dataset.from_list(test) if test else None,
             processing_class=tok,
             peft_config=lora_config(cfg, "CAUSAL_LM"),
             callbacks=[rr.callback()],
         )
+        if cfg.cut_off_as_prefix:
+            for name in ("train_dataset", "eval_dataset"):
+                ds = getattr(trainer, name)
+                if ds is not None:
+                    setattr(trainer, name, cut_off_as_prefix(ds, eos_token_id=tok.eos_token_id))
         if cfg.padding_free:
             pack_trainer(trainer, capacity=cfg.max_length)
         with rr.autocast():
@@ -119,6 +165,7 @@ def run(cfg: Config) -> dict[str, Any]:
             tokenizer=tok,
             eval_metrics=metrics,
             merge_loader=lambda: load_causal_lm(cfg.model_name_or_path, cfg=cfg, tokenizer=tok),
+            extra={"cut_off_rows": cut_off},
         )
 
 

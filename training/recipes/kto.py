@@ -27,8 +27,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .config import PaddingFreeMixin, RecipeConfig, ReferenceMixin, _field
-from .data import load_snapshot
+from .config import CutOffPrefixMixin, PaddingFreeMixin, RecipeConfig, ReferenceMixin, _field
+from .data import before_last_end, load_snapshot
 from .modeling import ensure_distinct_pad, load_causal_lm, load_tokenizer, lora_config
 from .packing import pack_trainer
 from .runtime import RecipeRun
@@ -38,7 +38,7 @@ LOSS_TYPES = ("kto", "apo_zero_unpaired")
 
 
 @dataclass
-class Config(PaddingFreeMixin, ReferenceMixin, RecipeConfig):
+class Config(CutOffPrefixMixin, PaddingFreeMixin, ReferenceMixin, RecipeConfig):
     METHOD: ClassVar[str] = "kto"
     SNAPSHOT_KINDS: ClassVar[tuple[str, ...]] = ("unpaired", "preference")
     DEFAULT_LR: ClassVar[float] = 2e-4
@@ -65,14 +65,6 @@ class Config(PaddingFreeMixin, ReferenceMixin, RecipeConfig):
         "than thumbs-up ones, so KTO's per-sequence push-down outweighs its push-up token by token and "
         "can lower every answer's likelihood (the implied reward of thumbs-up rows falls too); the SFT "
         "term keeps them likely, as DPO's 'sft' loss does for chosen answers.",
-    )
-
-    cut_off_as_prefix: bool = _field(
-        True,
-        "Train a completion that hit the token limit (kept by drop_truncated: a thumbs-down or "
-        "rejected answer, as a rule) as the unfinished prefix it is: without the end-of-turn token "
-        "that chat formatting appends. Otherwise a thumbs-down on a rambling, cut-off answer also "
-        "pushes down ending it there, teaching the model not to stop after that much text.",
     )
 
     def validate(self, problems: list[tuple[str, str]]) -> None:
@@ -170,10 +162,8 @@ def cut_off_as_prefix(dataset: Any, *, eos_token_id: int) -> Any:
     keep their ends: they only estimate the reference point."""
 
     def strip(row: dict[str, Any]) -> dict[str, Any]:
-        ids = row["completion_ids"]
-        if row["cut_off"] and eos_token_id in ids:
-            last = len(ids) - 1 - ids[::-1].index(eos_token_id)
-            return {"completion_ids": ids[:last]}
+        if row["cut_off"]:
+            return {"completion_ids": before_last_end(row["completion_ids"], eos_token_id)}
         return {}
 
     return dataset.map(strip).remove_columns("cut_off")
