@@ -176,6 +176,21 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       Round 1 alone again with each answer scored once (``--rounds 1``, same seed and machine):
       1,803 s (30.05 minutes; 79 s after the held-out labels instead of ~150 s), DPO 0.93 (0/60),
       KTO 0.88 (3/60 looping), PPO 0.88 (1/60), reward model 0.850 (0.8496); the leaderboard agrees.
+    - 2026-12-05, a faster machine (candidate generation ~105 s, a DPO step ~9.5 s), seed 0, 60
+      held-out prompts. Round 1 with KTO's cut-off answers as prefixes and 10 PPO rollout batches
+      (``--set kto.cut_off_as_prefix=true --set ppo.max_steps=10``; DPO still as before): 1,291 s
+      (21.5 minutes): DPO 0.85 (2/60 empty or looping, 24.2 words), KTO 0.91 (1/60, 13.9 words),
+      PPO 0.89 (1/60, 30.8 words; reward model 0.883), the leaderboard agrees for all three. Then
+      the loop's defaults as they are now (DPO's cut-off rejected answers as prefixes too; ``--rounds
+      2 --round2-methods dpo,kto,ppo``): round 1 took ~1,230 s (20.5 minutes: generation 114 s, DPO
+      267 s, KTO 192 s, reward model + PPO 543 s, held-out ~110 s): DPO 0.90 (1/60 looping, 18.1
+      words), KTO 0.89 (3/60, 11.8 words), PPO 0.88 (2/60, 24.9 words), the leaderboard agrees for
+      all three; reward model 0.812: 0.976 on the snapshot's test prompts, 0.791 on the pairs of
+      held-out answers, where it orders a finished answer above a cut-off one 80 times in 81 but two
+      short finished policy answers (3 words against 8) only 155 times in 216, scoring them alike.
+      Retrained on the same snapshot with other settings (2026-12-05, offline): two epochs 0.759, lr
+      5e-4 0.812, no margin term 0.812; the defaults stay. Round 2 of that run shared the CPU with
+      those runs and a CI run (no timings).
     - PPO with the reward model read as it was trained (2026-12-03, ``scoring.EndOfTurnReward``; lr
       2e-4, value model at 1e-5, 20 rollout batches of 16 in 2 minibatches, 2 PPO epochs,
       response_length 64, kl 0.05, missing-EOS penalty 1): shorter-wins 0.93, 0/30 empty and none cut
