@@ -189,8 +189,10 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       held-out answers, where it orders a finished answer above a cut-off one 80 times in 81 but two
       short finished policy answers (3 words against 8) only 155 times in 216, scoring them alike.
       Retrained on the same snapshot with other settings (2026-12-05, offline): two epochs 0.759, lr
-      5e-4 0.812, no margin term 0.812; the defaults stay. Round 2 of that run shared the CPU with
-      those runs and a CI run (no timings).
+      5e-4 0.812, no margin term 0.812; the defaults stay. Round 2 of that run, each from its
+      round-1 version (it shared the CPU with those runs and a CI run: no timings): DPO 0.94, 0/60
+      empty or looping, 8.3 words; KTO 0.93, 0/60, 17.8 words; PPO 0.90, 1/60 (1.7 %); reward model
+      0.916; the leaderboard agrees for all three.
     - PPO with the reward model read as it was trained (2026-12-03, ``scoring.EndOfTurnReward``; lr
       2e-4, value model at 1e-5, 20 rollout batches of 16 in 2 minibatches, 2 PPO epochs,
       response_length 64, kl 0.05, missing-EOS penalty 1): shorter-wins 0.93, 0/30 empty and none cut
