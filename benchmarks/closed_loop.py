@@ -16,6 +16,12 @@ items must rank them the same way.
 Prints one JSON line per preference, method and round: model, preference, method, win_rate,
 rm_accuracy, empty_rate, seconds (+ round, leaderboard agreement, run ids ...); writes
 results.jsonl, steps.jsonl and win_rates.png to --out. All options: --help.
+
+rm_accuracy (reward model + PPO lines) is the reward model's held-out pairwise accuracy: candidates
+sampled from the version it was trained from, as its training pool was, for prompts it never saw
+(the snapshot's test split and the held-out prompts), every pair the hidden preference orders,
+judged without label noise. rm_accuracy_policy_answers is the same on the pairs among the held-out
+answers of the base and the new versions (answers far shorter than any it was trained on).
 """
 
 from __future__ import annotations

@@ -52,3 +52,27 @@ def test_rm_accuracy_scores_each_answer_once_and_matches_pairwise_scoring(tmp_pa
         right += a > b
     assert got == right / len(pairs)
     assert 0 < got < 1  # a random head: some pairs each way, so the comparison means something
+
+
+def test_rm_accuracies_score_answers_shared_by_sets_once(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    rm_dir = tmp_path / "rm"
+    build_tiny_model(rm_dir, seed=5, num_labels=1)
+    prompt = [{"role": "user", "content": "question"}]
+    answers = [(f"word {j} " * (j + 1), False) for j in range(4)]
+    heldout = loop.preference_pairs("shorter", [(prompt, answers[:3])])
+    policy = loop.preference_pairs("shorter", [(prompt, answers[1:])])
+    scored: list[int] = []
+    real = scoring.reward_scores
+
+    def counting(model, tok, prompts, completions, **kw):
+        scored.append(len(completions))
+        return real(model, tok, prompts, completions, **kw)
+
+    monkeypatch.setattr(scoring, "reward_scores", counting)
+    got = loop.rm_accuracies(str(rm_dir), {"heldout": heldout, "policy": policy, "none": []})
+    assert sum(scored) == 4  # two answers are in both sets: scored once
+    monkeypatch.setattr(scoring, "reward_scores", real)
+    assert got["heldout"] == loop.rm_accuracy(str(rm_dir), heldout)
+    assert got["policy"] == loop.rm_accuracy(str(rm_dir), policy)
+    assert got["none"] is None

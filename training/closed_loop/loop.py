@@ -365,6 +365,8 @@ class Context:
     log: list[dict[str, Any]] = field(default_factory=list)
     #: {(parent version id, round): the ranking project whose candidates a job generated}
     pools: dict[tuple[int, int], Any] = field(default_factory=dict)
+    #: {(parent version id, round tag): its sampled candidates for the held-out prompts}
+    rm_check_pools: dict[tuple[int, str], Any] = field(default_factory=dict)
 
     def note(self, **fields: Any) -> None:
         fields["t"] = round(time.perf_counter() - self.started, 1)
@@ -575,13 +577,23 @@ def leaderboard_of(ctx: Context, project: Any) -> dict[str, dict[str, Any]]:
     return {r["model_version"]: r for r in rows}
 
 
-def rm_accuracy(
-    reward_dir: str, pairs: list[tuple[list[dict], tuple[str, bool], tuple[str, bool]]]
-) -> float | None:
+#: (prompt messages, [(answer text, cut off)]) per prompt
+Groups = list[tuple[list[dict], list[tuple[str, bool]]]]
+#: (prompt messages, better (text, cut off), worse (text, cut off)) by the hidden preference
+Pairs = list[tuple[list[dict], tuple[str, bool], tuple[str, bool]]]
+
+
+def rm_accuracy(reward_dir: str, pairs: Pairs) -> float | None:
     """Share of (prompt, better, worse) pairs — worse/better by the hidden preference, no noise —
     that the reward model orders the same way."""
-    if not pairs:
-        return None
+    return rm_accuracies(reward_dir, {"all": pairs})["all"]
+
+
+def rm_accuracies(reward_dir: str, pair_sets: dict[str, Pairs]) -> dict[str, float | None]:
+    """:func:`rm_accuracy` for several named sets of pairs, loading the model once and scoring each
+    answer once, however many pairs (and sets) it is in (an answer among four is in three pairs)."""
+    if not any(pair_sets.values()):
+        return {name: None for name in pair_sets}
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -593,27 +605,31 @@ def rm_accuracy(
     model = AutoModelForSequenceClassification.from_pretrained(reward_dir, dtype=torch.float32)
     model.config.pad_token_id = tok.pad_token_id
     model.eval()
-    # Each answer once, however many pairs it is in (an answer among four is in three).
     index: dict[tuple[str, str], int] = {}
     prompts: list[list[dict]] = []
     completions: list[list[dict]] = []
-    sides: list[tuple[int, int]] = []  # (better, worse) as positions in the scored list
-    for prompt, *answers in pairs:
-        prompt_key = json.dumps(prompt, sort_keys=True)
-        at = []
-        for text, _ in answers:
-            key = (prompt_key, text)
-            if key not in index:
-                index[key] = len(prompts)
-                prompts.append(prompt)
-                completions.append([{"role": "assistant", "content": text}])
-            at.append(index[key])
-        sides.append((at[0], at[1]))
+    sides: dict[str, list[tuple[int, int]]] = {}  # (better, worse) as positions in the scored list
+    for name, pairs in pair_sets.items():
+        sides[name] = []
+        for prompt, *answers in pairs:
+            prompt_key = json.dumps(prompt, sort_keys=True)
+            at = []
+            for text, _ in answers:
+                key = (prompt_key, text)
+                if key not in index:
+                    index[key] = len(prompts)
+                    prompts.append(prompt)
+                    completions.append([{"role": "assistant", "content": text}])
+                at.append(index[key])
+            sides[name].append((at[0], at[1]))
     scores = reward_scores(model, tok, prompts, completions, batch_size=16)
-    return sum(scores[better] > scores[worse] for better, worse in sides) / len(sides)
+    return {
+        name: (sum(scores[b] > scores[w] for b, w in pos) / len(pos)) if pos else None
+        for name, pos in sides.items()
+    }
 
 
-def preference_pairs(preference: str, groups: list[tuple[list[dict], list[tuple[str, bool]]]]):
+def preference_pairs(preference: str, groups: Groups) -> Pairs:
     """All pairs with a strict preference (no noise) among each prompt's responses."""
     pref = get_preference(preference)
     out = []
@@ -721,6 +737,7 @@ def run_round(
                 )
                 extras[method]["_rm_dir"] = str(Path(rm_run.output_dir) / "final")
                 extras[method]["_rm_test_prompts"] = _test_prompt_groups(pref_snap, rank_project)
+                extras[method]["_rm_parent"] = parent
             ctx.note(
                 step="train",
                 method=method,
@@ -781,10 +798,29 @@ def run_round(
             heldout_comparisons=len(both),
         )
         acc = None
+        rm_s = 0.0
         if "_rm_dir" in extras[method]:
-            groups = list(extras[method]["_rm_test_prompts"])
-            groups += [(messages[pid], list(ans.values())) for pid, ans in items]
-            acc = rm_accuracy(extras[method]["_rm_dir"], preference_pairs(preference, groups))
+            t_rm = time.perf_counter()
+            # Held-out accuracy: candidates sampled from the parent as the training pool was, for prompts
+            # the reward model never saw (the snapshot's test split and the held-out prompts), every pair
+            # with a strict preference, judged without noise. Reported beside it: the same on the pairs
+            # among the held-out answers of the base and the new versions (short finished answers the
+            # reward model was not trained on; PPO's policy drifts towards them).
+            pool = rm_check_pool(ctx, tag, extras[method]["_rm_parent"], held_prompts)
+            answers = [(messages[pid], list(ans.values())) for pid, ans in items]
+            pair_sets = {
+                "heldout": preference_pairs(preference, [*extras[method]["_rm_test_prompts"], *pool]),
+                "policy_answers": preference_pairs(preference, answers),
+            }
+            accs = rm_accuracies(extras[method]["_rm_dir"], pair_sets)
+            acc = accs["heldout"]
+            rm_s = time.perf_counter() - t_rm
+            extra.update(
+                rm_accuracy_pairs=len(pair_sets["heldout"]),
+                rm_accuracy_policy_answers=accs["policy_answers"],
+                rm_accuracy_policy_answers_pairs=len(pair_sets["policy_answers"]),
+                rm_check_seconds=round(rm_s, 1),
+            )
         line = ResultLine(
             model="tiny-random" if o.tiny else "SmolLM2-135M-Instruct",
             preference=preference,
@@ -792,7 +828,7 @@ def run_round(
             win_rate=wr,
             rm_accuracy=acc,
             empty_rate=empty_rate(new),
-            seconds=seconds[method] + eval_s / max(1, len(new_versions)),
+            seconds=seconds[method] + eval_s / max(1, len(new_versions)) + rm_s,
             round=round_no,
             extra=extra,
         )
@@ -801,10 +837,42 @@ def run_round(
     return new_versions
 
 
-def _test_prompt_groups(snapshot: Any, project: Any) -> list[tuple[list[dict], list[tuple[str, bool]]]]:
+def rm_check_pool(ctx: Context, tag: str, parent: Any, held_prompts: list[dict]) -> Groups:
+    """The parent's candidates for the held-out prompts, sampled as its training pool was (one
+    generation job per parent and round; no labels: the hidden preference judges them)."""
+    o = ctx.options
+    key = (parent.pk, tag)
+    if key not in ctx.rm_check_pools:
+        project = make_project(
+            ctx,
+            f"{tag} reward-model check from {parent.name}",
+            "ranking",
+            o.candidates,
+            held_prompts,
+            "Held-out candidates for the reward model's accuracy (not annotated).",
+        )
+        job = generate(ctx, project, [parent], n=o.candidates, greedy=False, pairing="samples")
+        ctx.note(step="generate", project=project.name, prompts=job.progress_done, items=job.items_created)
+        ctx.rm_check_pools[key] = _candidate_groups(project)
+    return ctx.rm_check_pools[key]
+
+
+def _candidate_groups(project: Any, prompt_hashes: set[str] | None = None) -> Groups:
+    """The project's candidates per prompt (only the prompts with these content hashes, if given)."""
+    from feedback.models import Candidate
+
+    groups: dict[int, tuple[list[dict], list[tuple[str, bool]]]] = {}
+    for c in Candidate.objects.filter(prompt__project=project).select_related("prompt").order_by("id"):
+        if prompt_hashes is None or c.prompt.content_hash in prompt_hashes:
+            groups.setdefault(c.prompt_id, (c.prompt.messages, []))[1].append(
+                (c.text, c.finish_reason == "length")
+            )
+    return list(groups.values())
+
+
+def _test_prompt_groups(snapshot: Any, project: Any) -> Groups:
     """The candidates of the prompts the snapshot held out (its test split), per prompt."""
     from feedback import pii
-    from feedback.models import Candidate
 
     test = Path(snapshot.path) / "test.jsonl"
     if not test.exists():
@@ -813,13 +881,7 @@ def _test_prompt_groups(snapshot: Any, project: Any) -> list[tuple[list[dict], l
     for line in test.read_text(encoding="utf-8").splitlines():
         if line.strip():
             hashes.add(pii.messages_hash(json.loads(line)["prompt"]))
-    groups: dict[int, tuple[list[dict], list[tuple[str, bool]]]] = {}
-    for c in Candidate.objects.filter(prompt__project=project).select_related("prompt").order_by("id"):
-        if c.prompt.content_hash in hashes:
-            groups.setdefault(c.prompt_id, (c.prompt.messages, []))[1].append(
-                (c.text, c.finish_reason == "length")
-            )
-    return list(groups.values())
+    return _candidate_groups(project, hashes)
 
 
 # -- the whole loop ----------------------------------------------------------------------------
