@@ -193,6 +193,19 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       round-1 version (it shared the CPU with those runs and a CI run: no timings): DPO 0.94, 0/60
       empty or looping, 8.3 words; KTO 0.93, 0/60, 17.8 words; PPO 0.90, 1/60 (1.7 %); reward model
       0.916; the leaderboard agrees for all three.
+    - 2026-12-06, a slower machine that does not multiply bfloat16 in hardware (everything in float32:
+      candidate generation 288 s, a DPO step ~20 s), seed 0, the defaults above, round 1: DPO 0.93
+      (0/60 empty or looping, 36.4 words), KTO 0.79 (5/60 empty or looping, 45.4 words), PPO 0.85
+      (1/60, 45.7 words), the leaderboard agrees for all three; 2,941 s in all (DPO 582 s, KTO 492 s,
+      reward model + PPO 1,033 s). From this run on, ``rm_accuracy`` is measured on candidates
+      sampled from the reward model's parent as its training pool was, for prompts it never saw (the
+      snapshot's test split and 4 samples per held-out prompt: 264 pairs; generating and scoring
+      them took 332 s here), the pairs among the held-out policy answers reported beside it: 0.879
+      (policy answers 0.847). The same snapshot, the reward model retrained offline with seeds 1
+      and 2 (LoRA init and order): 0.902 and 0.902 (policy answers 0.867 and 0.837). Round 1 again
+      with ``--seed 1 --methods ppo`` (other candidates, labels and noise; 1,717 s): PPO 0.79, 0/60
+      empty or looping, 50.5 words, the leaderboard agrees (1084 [1051, 1128] against 916); reward
+      model 0.891 (248 pairs; base-versus-PPO answers 0.930, 43 pairs).
     - PPO with the reward model read as it was trained (2026-12-03, ``scoring.EndOfTurnReward``; lr
       2e-4, value model at 1e-5, 20 rollout batches of 16 in 2 minibatches, 2 PPO epochs,
       response_length 64, kl 0.05, missing-EOS penalty 1): shorter-wins 0.93, 0/30 empty and none cut
