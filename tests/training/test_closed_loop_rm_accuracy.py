@@ -12,6 +12,19 @@ from training.recipes import scoring
 from training.recipes.modeling import ensure_distinct_pad, load_tokenizer
 
 
+def _count_scored(monkeypatch) -> list[int]:
+    """Record how many answers each reward_scores call scores (then scores them as usual)."""
+    scored: list[int] = []
+    real = scoring.reward_scores
+
+    def counting(model, tok, prompts, completions, **kw):
+        scored.append(len(completions))
+        return real(model, tok, prompts, completions, **kw)
+
+    monkeypatch.setattr(scoring, "reward_scores", counting)
+    return scored
+
+
 def test_rm_accuracy_scores_each_answer_once_and_matches_pairwise_scoring(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     rm_dir = tmp_path / "rm"
@@ -26,16 +39,10 @@ def test_rm_accuracy_scores_each_answer_once_and_matches_pairwise_scoring(tmp_pa
     pairs = loop.preference_pairs("shorter", groups)
     assert len(pairs) == 5 * 6  # every pair of four answers of different length
 
-    scored: list[int] = []
-    real = scoring.reward_scores
-
-    def counting(model, tok, prompts, completions, **kw):
-        scored.append(len(completions))
-        return real(model, tok, prompts, completions, **kw)
-
-    monkeypatch.setattr(scoring, "reward_scores", counting)
+    scored = _count_scored(monkeypatch)
     got = loop.rm_accuracy(str(rm_dir), pairs)
     assert sum(scored) == 5 * 4
+    monkeypatch.undo()
 
     tok = load_tokenizer(str(rm_dir))
     ensure_distinct_pad(tok)
@@ -43,7 +50,7 @@ def test_rm_accuracy_scores_each_answer_once_and_matches_pairwise_scoring(tmp_pa
     model.config.pad_token_id = tok.pad_token_id
     right = 0
     for prompt, better, worse in pairs:
-        a, b = real(
+        a, b = scoring.reward_scores(
             model,
             tok,
             [prompt, prompt],
@@ -62,17 +69,10 @@ def test_rm_accuracies_score_answers_shared_by_sets_once(tmp_path, monkeypatch):
     answers = [(f"word {j} " * (j + 1), False) for j in range(4)]
     heldout = loop.preference_pairs("shorter", [(prompt, answers[:3])])
     policy = loop.preference_pairs("shorter", [(prompt, answers[1:])])
-    scored: list[int] = []
-    real = scoring.reward_scores
-
-    def counting(model, tok, prompts, completions, **kw):
-        scored.append(len(completions))
-        return real(model, tok, prompts, completions, **kw)
-
-    monkeypatch.setattr(scoring, "reward_scores", counting)
+    scored = _count_scored(monkeypatch)
     got = loop.rm_accuracies(str(rm_dir), {"heldout": heldout, "policy": policy, "none": []})
     assert sum(scored) == 4  # two answers are in both sets: scored once
-    monkeypatch.setattr(scoring, "reward_scores", real)
+    monkeypatch.undo()
     assert got["heldout"] == loop.rm_accuracy(str(rm_dir), heldout)
     assert got["policy"] == loop.rm_accuracy(str(rm_dir), policy)
     assert got["none"] is None
