@@ -378,8 +378,6 @@ class Context:
     log: list[dict[str, Any]] = field(default_factory=list)
     #: {(parent version id, round): the ranking project whose candidates a job generated}
     pools: dict[tuple[int, int], Any] = field(default_factory=dict)
-    #: {(parent version id, round tag): its sampled candidates for the held-out prompts}
-    rm_check_pools: dict[tuple[int, str], Any] = field(default_factory=dict)
 
     def note(self, **fields: Any) -> None:
         fields["t"] = round(time.perf_counter() - self.started, 1)
@@ -682,10 +680,9 @@ def run_round(
         needs_thumbs = "kto" in methods
         pool = ctx.pools.get((parent.pk, round_no))
         if pool is None:
-            rank_project = make_project(
-                ctx, f"{tag} ranking from {parent.name}", "ranking", o.candidates, train_prompts, guidelines
+            rank_project, job = sample_pool(
+                ctx, f"{tag} ranking from {parent.name}", parent, train_prompts, guidelines
             )
-            job = generate(ctx, rank_project, [parent], n=o.candidates, greedy=False, pairing="samples")
             ctx.pools[(parent.pk, round_no)] = rank_project
             ctx.note(
                 step="generate",
@@ -750,7 +747,6 @@ def run_round(
                 )
                 extras[method]["_rm_dir"] = str(Path(rm_run.output_dir) / "final")
                 extras[method]["_rm_test_prompts"] = _test_prompt_groups(pref_snap, rank_project)
-                extras[method]["_rm_parent"] = parent
             ctx.note(
                 step="train",
                 method=method,
@@ -819,7 +815,7 @@ def run_round(
             # with a strict preference, judged without noise. Reported beside it: the same on the pairs
             # among the held-out answers of the base and the new versions (short finished answers the
             # reward model was not trained on; PPO's policy drifts towards them).
-            pool = rm_check_pool(ctx, tag, extras[method]["_rm_parent"], held_prompts)
+            pool = rm_check_pool(ctx, tag, parents[method], held_prompts)
             answers = [(messages[pid], list(ans.values())) for pid, ans in items]
             pair_sets = {
                 "heldout": preference_pairs(preference, [*extras[method]["_rm_test_prompts"], *pool]),
@@ -850,24 +846,29 @@ def run_round(
     return new_versions
 
 
-def rm_check_pool(ctx: Context, tag: str, parent: Any, held_prompts: list[dict]) -> Groups:
-    """The parent's candidates for the held-out prompts, sampled as its training pool was (one
-    generation job per parent and round; no labels: the hidden preference judges them)."""
+def sample_pool(
+    ctx: Context, name: str, parent: Any, prompts: list[dict], guidelines: str
+) -> tuple[Any, Any]:
+    """A ranking project of the prompts with ``candidates`` answers sampled from the parent for each
+    (a generation job). Returns (project, job)."""
     o = ctx.options
-    key = (parent.pk, tag)
-    if key not in ctx.rm_check_pools:
-        project = make_project(
-            ctx,
-            f"{tag} reward-model check from {parent.name}",
-            "ranking",
-            o.candidates,
-            held_prompts,
-            "Held-out candidates for the reward model's accuracy (not annotated).",
-        )
-        job = generate(ctx, project, [parent], n=o.candidates, greedy=False, pairing="samples")
-        ctx.note(step="generate", project=project.name, prompts=job.progress_done, items=job.items_created)
-        ctx.rm_check_pools[key] = _candidate_groups(project)
-    return ctx.rm_check_pools[key]
+    project = make_project(ctx, name, "ranking", o.candidates, prompts, guidelines)
+    job = generate(ctx, project, [parent], n=o.candidates, greedy=False, pairing="samples")
+    return project, job
+
+
+def rm_check_pool(ctx: Context, tag: str, parent: Any, held_prompts: list[dict]) -> Groups:
+    """The parent's candidates for the held-out prompts, sampled as its training pool was (no labels:
+    the hidden preference judges them)."""
+    project, job = sample_pool(
+        ctx,
+        f"{tag} reward-model check from {parent.name}",
+        parent,
+        held_prompts,
+        "Held-out candidates for the reward model's accuracy (not annotated).",
+    )
+    ctx.note(step="generate", project=project.name, prompts=job.progress_done, items=job.items_created)
+    return _candidate_groups(project)
 
 
 def _candidate_groups(project: Any, prompt_hashes: set[str] | None = None) -> Groups:
