@@ -218,7 +218,11 @@ class TransformersGenerator:
             from inference.engines.sampling import sampling_kwargs
 
             # the same distribution as transformers' own sampling, without sorting the vocabulary each step
-            kwargs.update(sampling_kwargs(temperature=params.temperature, top_p=params.top_p))
+            kwargs.update(
+                sampling_kwargs(
+                    temperature=params.temperature, top_p=params.top_p, eos_token_ids=self.eos_ids
+                )
+            )
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         stopping = self._stopping(params.stop)

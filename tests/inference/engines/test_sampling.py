@@ -104,3 +104,27 @@ def test_seeded_draws_repeat():
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         NucleusSampler(**kwargs)
+
+
+def test_rows_that_drew_an_end_of_sequence_id_are_not_drawn_again_in_that_call():
+    sampler = NucleusSampler(temperature=1.0, top_p=0.9, candidates=16, eos_token_ids=[2])
+    seen: list[int] = []
+    nucleus = sampler.nucleus
+    sampler.nucleus = lambda scores: (seen.append(scores.shape[0]), nucleus(scores))[1]  # type: ignore[method-assign]
+    first = torch.full((3, 50), -10.0)
+    first[0, 2] = first[1, 5] = first[2, 9] = 10.0  # row 0 ends (EOS), rows 1 and 2 go on
+    flat = torch.zeros(3, 50)  # every token in the nucleus: the whole-vocabulary path
+    ids = torch.zeros((3, 7), dtype=torch.long)
+    torch.manual_seed(0)
+    assert sampler(ids, first).argmax(dim=-1).tolist() == [2, 5, 9]
+    out = sampler(torch.zeros((3, 8), dtype=torch.long), flat)
+    assert seen == [3, 2]  # the finished row is not sampled ...
+    assert torch.isfinite(out).sum(dim=-1).tolist() == [1, 1, 1]  # ... but still gets one token
+    assert int(out[0].argmax()) == 2
+    # a new generate call (the ids did not grow by one token) starts with every row live again
+    sampler(torch.zeros((3, 7), dtype=torch.long), flat)
+    assert seen[-1] == 3
+    # without end-of-sequence ids nothing is tracked
+    plain = NucleusSampler(temperature=1.0, top_p=0.9)
+    plain(ids, first)
+    assert plain._finished is None
