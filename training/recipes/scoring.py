@@ -88,18 +88,22 @@ def reward_scores(
     batch_size: int = 8,
     max_length: int | None = None,
 ) -> list[float]:
-    """A one-logit sequence classifier's score for each (prompt, completion), read at the last real token."""
-    out: list[float] = []
+    """A one-logit sequence classifier's score for each (prompt, completion), read at the last real token.
+    Rows are scored in batches of similar length (returned in input order): a batch is as wide as its
+    longest row, and answers cut off at the token limit beside short finished ones would otherwise
+    make most of every batch padding."""
     device = _device(model)
-    for start in range(0, len(prompts), batch_size):
-        seqs = []
-        for p, c in zip(
-            prompts[start : start + batch_size], completions[start : start + batch_size], strict=True
-        ):
-            ids, _ = _chat_ids(tokenizer, p, c)
-            seqs.append(ids[:max_length] if max_length else ids)
-        scores = _scores_at_last_token(model, seqs, tokenizer.pad_token_id, device)
-        out.extend(float(s) for s in scores.squeeze(-1).float())
+    seqs = []
+    for p, c in zip(prompts, completions, strict=True):
+        ids, _ = _chat_ids(tokenizer, p, c)
+        seqs.append(ids[:max_length] if max_length else ids)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    out = [0.0] * len(seqs)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        scores = _scores_at_last_token(model, [seqs[i] for i in rows], tokenizer.pad_token_id, device)
+        for i, score in zip(rows, scores.squeeze(-1).float().tolist(), strict=True):
+            out[i] = float(score)
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
@@ -82,3 +83,17 @@ def test_trl_reads_each_rollout_scored_as_a_transcript(tiny_lm):
     with torch.no_grad():
         _, raw, _ = get_reward(rm, rows, pad, 1 + len(query))
     assert not torch.allclose(raw, scores, atol=1e-3)
+
+
+def test_reward_scores_batch_by_length_and_answer_in_input_order(tiny_lm):
+    torch.manual_seed(0)
+    tok = _tok(tiny_lm)
+    rm = AutoModelForSequenceClassification.from_pretrained(str(tiny_lm), num_labels=1).eval()
+    rm.config.pad_token_id = tok.pad_token_id
+    prompt = [{"role": "user", "content": "why is the sky blue"}]
+    texts = ["a long answer " * 6, "no", "because of scattering", "light " * 9, "yes it is", "blue"]
+    answers = [[{"role": "assistant", "content": t}] for t in texts]
+    one_by_one = [reward_scores(rm, tok, [prompt], [a])[0] for a in answers]
+    batched = reward_scores(rm, tok, [prompt] * len(texts), answers, batch_size=4)
+    assert len(set(one_by_one)) == len(texts)  # distinct scores, so an order mix-up would show
+    assert batched == [pytest.approx(s, abs=1e-5) for s in one_by_one]
