@@ -303,13 +303,14 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
         },
     }
     if not tiny and modeling.cpu_has_native_bf16():
-        # bfloat16 autocast where the CPU multiplies it in hardware, for DPO and KTO (a DPO-sized step
-        # 2.1x faster). Not for the reward model and PPO: with all four under autocast (2026-12-04), the
-        # reward model ranked the snapshot's test pairs at 0.65 (float32 runs: 0.81-0.98; the same model
-        # in float32 0.87 on held-out pairs) and PPO, rewarded by it, did not move (0.42, 76.9 words
-        # against the base's ~77). Rewards are now always scored in float32, but PPO under autocast
-        # has not been measured since.
-        per_method["dpo"]["bf16"] = per_method["kto"]["bf16"] = True
+        # bfloat16 autocast where the CPU multiplies it in hardware, for DPO, KTO and PPO (a DPO-sized
+        # step 2.1x faster; a PPO rollout batch 41 s against 51 s in float32, 2026-12-06). Not for the
+        # reward model: with all four under autocast (2026-12-04), the reward model ranked the
+        # snapshot's test pairs at 0.65 (float32 runs: 0.81-0.98; the same model in float32 0.87 on
+        # held-out pairs) and PPO, rewarded by it, did not move (0.42, 76.9 words against the base's
+        # ~77). Rewards are scored in float32 whatever the policy runs in (scoring.py); PPO under
+        # autocast with them (2026-12-06, seed 0): 0.875, 2/60 empty or looping, as in float32 runs.
+        per_method["dpo"]["bf16"] = per_method["kto"]["bf16"] = per_method["ppo"]["bf16"] = True
     if tiny:
         # A 64-wide model: full fine-tuning (LoRA r=8 on it barely moves in a few dozen steps).
         # Plain DPO collapsed on one seed (both log-probs pushed down, answers that never stop):
