@@ -206,6 +206,25 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       with ``--seed 1 --methods ppo`` (other candidates, labels and noise; 1,717 s): PPO 0.79, 0/60
       empty or looping, 50.5 words, the leaderboard agrees (1084 [1051, 1128] against 916); reward
       model 0.891 (248 pairs; base-versus-PPO answers 0.930, 43 pairs).
+    - 2026-12-06, a machine with bfloat16 in hardware (candidate generation 178 s, a DPO step ~12.5 s),
+      seed 0, ``--rounds 2`` (round 2: DPO), PPO under autocast (``--set ppo.bf16=true``; the default
+      since): round 1 took ~2,050 s (DPO 351 s, KTO 306 s, reward model + PPO 835 s with 10 rollout
+      batches of ~50 s, held-out generation 122 s, reward-model check 252 s): DPO 0.92 (0/60 empty or
+      looping, 20.5 words), KTO 0.85 (6/60 looping at the token limit: "1. 1. 1. …", "no no no …", a
+      repeated clause; 21.9 words), PPO 0.875 (2/60, 23.1 words; reward model 0.922 on 244 held-out
+      pairs, 0.755 on the 302 pairs among the held-out policy answers), the leaderboard agrees for all
+      three. Round 2 (DPO from round 1's, 416 pairs, 52 steps, 447 s): 0.97, 0/60 empty or cut off,
+      6.3 words (1176 [1127, 1264] against 824); 2,844 s for both rounds. Its candidate job took 282 s
+      for far shorter answers than round 1's (32-74 tokens/s against 190-240): the sampler drew every
+      finished row from the whole vocabulary on every step, fixed since (inference/engines/sampling.py).
+      The same with that fix, PPO under autocast by default and length-sorted reward scoring (same seed
+      and machine; other candidates, as the sampler draws differently once rows finish): round 1 took
+      ~1,852 s (30.9 minutes: generation 162 s, DPO 357 s, KTO 318 s, reward model + PPO 723 s,
+      held-out generation ~110 s, reward-model check 181 s): DPO 0.91 (0/60, 17.6 words), KTO 0.84
+      (5/60 looping, 26.0 words), PPO 0.84 (1/60, 44.1 words; reward model 0.920 on 275 pairs, 0.871
+      on 310 pairs of policy answers), the leaderboard agrees for all three. Round 2 (578 s: candidate
+      generation 90 s instead of 282 s, DPO 393 s on 402 pairs): 0.95, 1/60 empty (1.7 %), 5.6 words
+      (1163 [1103, 1256] against 837); 2,430 s (40.5 minutes) for both rounds.
     - PPO with the reward model read as it was trained (2026-12-03, ``scoring.EndOfTurnReward``; lr
       2e-4, value model at 1e-5, 20 rollout batches of 16 in 2 minibatches, 2 PPO epochs,
       response_length 64, kl 0.05, missing-EOS penalty 1): shorter-wins 0.93, 0/30 empty and none cut
