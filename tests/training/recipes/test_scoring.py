@@ -22,6 +22,15 @@ def _tok(path):
     return tok
 
 
+def _tiny_rm(path):
+    """The tiny model's tokenizer and a one-logit classifier on it (random head, seeded)."""
+    torch.manual_seed(0)
+    tok = _tok(path)
+    rm = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1).eval()
+    rm.config.pad_token_id = tok.pad_token_id
+    return tok, rm
+
+
 def _rm_score(rm, ids: list[int]) -> float:
     with torch.no_grad():
         hidden = rm.model(input_ids=torch.tensor([ids])).last_hidden_state
@@ -38,10 +47,7 @@ def test_suffix_is_what_the_chat_template_writes_after_the_end_of_turn(tiny_lm):
 
 
 def test_trl_reads_each_rollout_scored_as_a_transcript(tiny_lm):
-    torch.manual_seed(0)
-    tok = _tok(tiny_lm)
-    rm = AutoModelForSequenceClassification.from_pretrained(str(tiny_lm), num_labels=1).eval()
-    rm.config.pad_token_id = tok.pad_token_id
+    tok, rm = _tiny_rm(tiny_lm)
     prompt = [{"role": "user", "content": "why is the sky blue"}]
     query = list(
         tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
@@ -86,10 +92,7 @@ def test_trl_reads_each_rollout_scored_as_a_transcript(tiny_lm):
 
 
 def test_reward_scores_batch_by_length_and_answer_in_input_order(tiny_lm):
-    torch.manual_seed(0)
-    tok = _tok(tiny_lm)
-    rm = AutoModelForSequenceClassification.from_pretrained(str(tiny_lm), num_labels=1).eval()
-    rm.config.pad_token_id = tok.pad_token_id
+    tok, rm = _tiny_rm(tiny_lm)
     prompt = [{"role": "user", "content": "why is the sky blue"}]
     texts = ["a long answer " * 6, "no", "because of scattering", "light " * 9, "yes it is", "blue"]
     answers = [[{"role": "assistant", "content": t}] for t in texts]
