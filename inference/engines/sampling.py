@@ -55,6 +55,7 @@ class NucleusSampler:
         self.top_p = float(top_p)
         self.candidates = candidates
         self.eos_token_ids = tuple(sorted({int(t) for t in eos_token_ids}))
+        self._eos = torch.tensor(self.eos_token_ids, dtype=torch.long)
         #: rows that drew an end-of-sequence id earlier in this generate call, and the length of the ids then
         self._finished: torch.Tensor | None = None
         self._length = -1
@@ -107,7 +108,7 @@ class NucleusSampler:
             if live.numel():
                 drawn[live] = self._draw(scores[live])
         if self.eos_token_ids:
-            ended = torch.isin(drawn.squeeze(-1), torch.tensor(self.eos_token_ids, device=drawn.device))
+            ended = torch.isin(drawn.squeeze(-1), self._eos.to(drawn.device))
             self._finished = ended if finished is None else finished | ended
         out = torch.full_like(scores, -float("inf"))
         return out.scatter_(-1, drawn, 0.0)

@@ -56,26 +56,33 @@ def completion_logps(
     batch_size: int = 8,
     max_length: int | None = None,
 ) -> list[float]:
-    """Sum of log p(completion tokens | prompt) per row. Masks come from lengths, not the pad id."""
-    out: list[float] = []
+    """Sum of log p(completion tokens | prompt) per row. Masks come from lengths, not the pad id. Rows are
+    scored in batches of similar length (:func:`_length_batches`), returned in input order."""
     device = _device(model)
-    for start in range(0, len(prompts), batch_size):
-        seqs, starts = [], []
-        for p, c in zip(
-            prompts[start : start + batch_size], completions[start : start + batch_size], strict=True
-        ):
-            ids, n_prompt = _chat_ids(tokenizer, p, c)
-            if max_length:
-                ids = ids[:max_length]
-            seqs.append(ids)
-            starts.append(min(n_prompt, len(ids)))
-        ids, mask = _pad_right(seqs, tokenizer.pad_token_id)
+    seqs, starts = [], []
+    for p, c in zip(prompts, completions, strict=True):
+        ids, n_prompt = _chat_ids(tokenizer, p, c)
+        if max_length:
+            ids = ids[:max_length]
+        seqs.append(ids)
+        starts.append(min(n_prompt, len(ids)))
+    out = [0.0] * len(seqs)
+    for rows in _length_batches(seqs, batch_size):
+        ids, mask = _pad_right([seqs[i] for i in rows], tokenizer.pad_token_id)
         ids, mask = ids.to(device), mask.to(device)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-        for i, (seq, s) in enumerate(zip(seqs, starts, strict=True)):
-            out.append(float(logp[i, s - 1 : len(seq) - 1].sum()))
+        for row, i in enumerate(rows):
+            out[i] = float(logp[row, starts[i] - 1 : len(seqs[i]) - 1].sum())
     return out
+
+
+def _length_batches(seqs: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Row indices in batches of similar length, shortest first: a batch is as wide as its longest row, and
+    answers cut off at the token limit beside short finished ones would otherwise make most of every batch
+    padding (the closed loop's reward-model check: 115 s in input order, 73 s so, 480 answers)."""
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 @torch.no_grad()
@@ -89,18 +96,14 @@ def reward_scores(
     max_length: int | None = None,
 ) -> list[float]:
     """A one-logit sequence classifier's score for each (prompt, completion), read at the last real token.
-    Rows are scored in batches of similar length (returned in input order): a batch is as wide as its
-    longest row, and answers cut off at the token limit beside short finished ones would otherwise
-    make most of every batch padding."""
+    Rows are scored in batches of similar length (:func:`_length_batches`), returned in input order."""
     device = _device(model)
     seqs = []
     for p, c in zip(prompts, completions, strict=True):
         ids, _ = _chat_ids(tokenizer, p, c)
         seqs.append(ids[:max_length] if max_length else ids)
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     out = [0.0] * len(seqs)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
+    for rows in _length_batches(seqs, batch_size):
         scores = _scores_at_last_token(model, [seqs[i] for i in rows], tokenizer.pad_token_id, device)
         for i, score in zip(rows, scores.squeeze(-1).float().tolist(), strict=True):
             out[i] = float(score)
