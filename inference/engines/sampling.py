@@ -64,27 +64,39 @@ class NucleusSampler:
         """(probabilities, token ids), each (rows, k): the tempered distribution's probabilities inside each
         row's nucleus, 0 outside it (not renormalised); the candidates most likely first, or, where a row's
         nucleus reached past them, every token of the vocabulary in id order."""
+        probs, ids, wide_rows, wide_probs = self._nuclei(scores)
+        if wide_rows is None:
+            return probs, ids
+        vocab = scores.shape[-1]
+        wide = probs.new_zeros(scores.shape[0], vocab).scatter_(-1, ids, probs)
+        wide[wide_rows] = wide_probs
+        return wide, torch.arange(vocab, device=scores.device).expand(scores.shape[0], vocab)
+
+    def _nuclei(
+        self, scores: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(probs, ids, wide rows, wide probs): each row's nucleus among its ``candidates`` most likely tokens
+        ((rows, k) probabilities, 0 outside the nucleus, and their token ids); then the rows whose nucleus
+        reaches past the candidates (None if none) with their nucleus over the whole vocabulary, in id order
+        ((wide rows, vocab)). Those rows' entries in the first two are not their nucleus."""
         scores = scores.float() / self.temperature
         vocab = scores.shape[-1]
         log_z = torch.logsumexp(scores, dim=-1, keepdim=True)
         if self.top_p >= 1.0:
-            return (scores - log_z).exp(), torch.arange(vocab, device=scores.device).expand(
-                scores.shape[0], vocab
-            )
+            ids = torch.arange(vocab, device=scores.device).expand(scores.shape[0], vocab)
+            return (scores - log_z).exp(), ids, None, None
         top, ids = scores.topk(min(self.candidates, vocab), dim=-1)
         probs, keep = self._keep(top, log_z)
         # The nucleus may reach past the candidates only where their probability adds up to less than top_p.
         short = (probs.sum(dim=-1) < self.top_p) & (top.shape[-1] < vocab)
-        if bool(short.any()):  # then by token id, over the whole vocabulary, for every row
-            rows = short.nonzero().squeeze(-1)
-            all_top, all_ids = scores[rows].sort(dim=-1, descending=True)
-            all_probs, all_keep = self._keep(all_top, log_z[rows])
-            wide = probs.new_zeros(scores.shape[0], vocab).scatter_(-1, ids, probs.masked_fill(~keep, 0.0))
-            wide[rows] = torch.zeros_like(all_probs).scatter_(
-                -1, all_ids, all_probs.masked_fill(~all_keep, 0.0)
-            )
-            return wide, torch.arange(vocab, device=scores.device).expand(scores.shape[0], vocab)
-        return probs.masked_fill(~keep, 0.0), ids
+        probs = probs.masked_fill(~keep, 0.0)
+        if not bool(short.any()):
+            return probs, ids, None, None
+        rows = short.nonzero().squeeze(-1)  # sorted over the whole vocabulary: these rows only
+        all_top, all_ids = scores[rows].sort(dim=-1, descending=True)
+        all_probs, all_keep = self._keep(all_top, log_z[rows])
+        wide = torch.zeros_like(all_probs).scatter_(-1, all_ids, all_probs.masked_fill(~all_keep, 0.0))
+        return probs, ids, rows, wide
 
     def _keep(self, top: torch.Tensor, log_z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Probabilities of tokens sorted most likely first, and which are in the nucleus: a token is when the
@@ -115,8 +127,11 @@ class NucleusSampler:
 
     def _draw(self, scores: torch.Tensor) -> torch.Tensor:
         """One token id per row, drawn from its nucleus: shape (rows, 1)."""
-        probs, ids = self.nucleus(scores)
-        return ids.gather(-1, torch.multinomial(probs, num_samples=1))
+        probs, ids, wide_rows, wide_probs = self._nuclei(scores)
+        drawn = ids.gather(-1, torch.multinomial(probs, num_samples=1))
+        if wide_rows is not None:  # drawn again over the whole vocabulary, those rows alone
+            drawn[wide_rows] = torch.multinomial(wide_probs, num_samples=1)
+        return drawn
 
     def _finished_rows(self, input_ids: torch.LongTensor | None, rows: int) -> torch.Tensor | None:
         """The rows that drew an end-of-sequence id on an earlier step of this generate call, or None (no

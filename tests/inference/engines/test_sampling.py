@@ -83,6 +83,37 @@ def test_draws_follow_the_distribution():
     assert freq[expected == 0].sum() == 0
 
 
+def test_rows_whose_nucleus_is_wider_than_the_candidates_draw_from_it_beside_narrow_ones():
+    # row 0: a wide, nearly flat nucleus (whole-vocabulary path); row 1: three likely tokens
+    g = torch.Generator().manual_seed(3)
+    scores = torch.stack([torch.randn(40, generator=g) * 0.3, torch.full((40,), -20.0)])
+    scores[1, :3] = torch.tensor([1.0, 0.5, 0.0])
+    sampler = NucleusSampler(temperature=1.0, top_p=0.9, candidates=4)
+    drawn: list[torch.Tensor] = []
+    multinomial = torch.multinomial
+    widths: list[int] = []
+
+    def counting(probs: torch.Tensor, num_samples: int) -> torch.Tensor:
+        widths.append(probs.shape[0] * probs.shape[-1])
+        return multinomial(probs, num_samples)
+
+    torch.manual_seed(2)
+    draws = 12_000
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch, "multinomial", counting)
+        for _ in range(draws // 500):
+            batch = scores.repeat_interleave(500, dim=0)
+            drawn.append(sampler(None, batch).argmax(dim=-1).view(2, 500))
+    # only the wide rows were drawn over the whole vocabulary: 500 x 40, beside 1000 x 4 candidates
+    assert sorted(set(widths)) == [1000 * 4, 500 * 40]
+    expected = transformers_probs(scores, temperature=1.0, top_p=0.9)
+    got = torch.cat(drawn, dim=-1)
+    for row in range(2):
+        freq = torch.bincount(got[row], minlength=40) / draws
+        assert torch.allclose(freq, expected[row], atol=0.015), (row, freq, expected[row])
+        assert freq[expected[row] == 0].sum() == 0
+
+
 def test_seeded_draws_repeat():
     scores = some_scores()
     sampler = NucleusSampler(temperature=0.9, top_p=0.95)
@@ -109,8 +140,8 @@ def test_bad_settings_are_refused(kwargs):
 def test_rows_that_drew_an_end_of_sequence_id_are_not_drawn_again_in_that_call():
     sampler = NucleusSampler(temperature=1.0, top_p=0.9, candidates=16, eos_token_ids=[2])
     seen: list[int] = []
-    nucleus = sampler.nucleus
-    sampler.nucleus = lambda scores: (seen.append(scores.shape[0]), nucleus(scores))[1]  # type: ignore[method-assign]
+    draw = sampler._draw
+    sampler._draw = lambda scores: (seen.append(scores.shape[0]), draw(scores))[1]  # type: ignore[method-assign]
     first = torch.full((3, 50), -10.0)
     first[0, 2] = first[1, 5] = first[2, 9] = 10.0  # row 0 ends (EOS), rows 1 and 2 go on
     flat = torch.zeros(3, 50)  # every token in the nucleus: the whole-vocabulary path
