@@ -44,6 +44,17 @@ CHECKPOINT_META = "arbiter_checkpoint.json"
 FINAL = "final"
 
 
+def cpu_bf16_autocast() -> contextlib.AbstractContextManager[Any]:
+    """bfloat16 autocast on the CPU without autocast's weight cache. The cache keeps the bfloat16 copy of
+    each trainable weight until the outermost autocast context exits; a recipe enters it around the whole
+    of ``train()``, so every forward pass would read the weights as they were at the first step while the
+    optimiser updated the float32 ones (until 2026-12-06: a bfloat16 reward model's training margins stayed
+    at ~0.13 where float32's grew to 2.5, and PPO drew every rollout from its starting policy)."""
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False)
+
+
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0 and int(os.environ.get("LOCAL_RANK", "0")) == 0
 
@@ -153,9 +164,7 @@ class RecipeRun:
         scores with unwrapped models, so each recipe enters this around its train and evaluate calls
         (not around merging, which should add the LoRA delta in float32)."""
         if use_bf16(self.cfg) and not use_cuda(self.cfg):
-            import torch
-
-            return torch.autocast("cpu", dtype=torch.bfloat16)
+            return cpu_bf16_autocast()
         return contextlib.nullcontext()
 
     def write_progress(self, **fields: Any) -> None:

@@ -47,3 +47,19 @@ def test_bf16_on_a_cpu_autocasts_training_and_saves_float32_weights(tmp_path, ti
     assert seen and all(on and dtype == torch.bfloat16 for on, dtype in seen), seen
     weights = load_file(str(out / "final" / "model.safetensors"))
     assert {t.dtype for t in weights.values()} == {torch.float32}
+
+
+def test_the_cpu_autocast_reads_each_weight_as_it_is_now_not_as_first_cast():
+    # A recipe stays in one autocast context for its whole train(): autocast's weight cache would keep the
+    # first bfloat16 copy of every trainable weight, and forward passes would never see the updates.
+    from training.recipes.runtime import cpu_bf16_autocast
+
+    layer = torch.nn.Linear(4, 4)
+    x = torch.ones(1, 4)
+    with cpu_bf16_autocast():
+        before = layer(x)
+        with torch.no_grad():
+            layer.weight.add_(1.0)  # what an optimiser step does
+        after = layer(x)
+    assert before.dtype == after.dtype == torch.bfloat16
+    assert torch.allclose(after.float(), before.float() + 4.0, atol=0.1)
