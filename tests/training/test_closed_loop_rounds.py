@@ -40,14 +40,14 @@ def test_kto_defaults_fix_the_reference_point_and_are_a_valid_config():
             "output_dir": "/runs/2",
         }
     )
-    assert cfg.loss_type == "apo_zero_unpaired" and cfg.sft_weight == 1.0 and cfg.beta == 0.5
+    assert cfg.loss_type == "apo_zero_unpaired" and cfg.sft_weight == 4.0 and cfg.beta == 0.5
 
 
-def test_bf16_for_the_policies_not_the_reward_model_and_only_where_the_cpu_has_it(monkeypatch):
+def test_bf16_for_every_method_only_where_the_cpu_has_it(monkeypatch):
     from training.recipes import modeling
 
     for native in (True, False):
         monkeypatch.setattr(modeling, "cpu_has_native_bf16", lambda native=native: native)
         got = {m: recipe_defaults(m, tiny=False).get("bf16", False) for m in ("dpo", "kto", "reward", "ppo")}
-        assert got == {"dpo": native, "kto": native, "reward": False, "ppo": native}
+        assert got == {"dpo": native, "kto": native, "reward": native, "ppo": native}
         assert not any(recipe_defaults(m, tiny=True).get("bf16", False) for m in got)

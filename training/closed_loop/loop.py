@@ -280,8 +280,9 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
         # Cut-off answers are never trained as good ones; cut-off rejected answers stay as negatives.
         "drop_truncated": "chosen",
     }
-    # The loop judges policies on held-out prompts itself: their recipes' own pass over the test split
-    # would only cost time (41 s for KTO on a fast machine). The reward model keeps its evaluation.
+    # The loop judges every version on held-out prompts itself: the recipes' own pass over the snapshot's
+    # test split would only cost time (41 s for KTO on a fast machine; 26 s for the reward model, whose
+    # accuracy the loop measures on those test prompts and the held-out ones, without label noise).
     no_final_eval = {"final_eval": False}
     if tiny:
         common.update(max_length=128, lora_r=8, lora_alpha=16)
@@ -300,13 +301,20 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
             "learning_rate": 2e-4,
             "num_train_epochs": 1.0,
             "per_device_train_batch_size": 8,
-            "sft_weight": 1.0,
+            # 4, not 1: fewer answers looping at the token limit (offline on one thumbs snapshot, 2026-12-06:
+            # 6/60 -> 3/60; in the loop, 1/60 at 0.89)
+            "sft_weight": 4.0,
             # The KL estimate (KTO's reference point) was 0 after clamping in every run above, so
             # the loss with the point fixed at 0 is the same, without its two passes per step.
             "loss_type": "apo_zero_unpaired",
             **no_final_eval,
         },
-        "reward": {"learning_rate": 2e-4, "num_train_epochs": 1.0, "per_device_train_batch_size": 8},
+        "reward": {
+            "learning_rate": 2e-4,
+            "num_train_epochs": 1.0,
+            "per_device_train_batch_size": 8,
+            **no_final_eval,
+        },
         "ppo": {
             "learning_rate": 2e-4,
             "value_learning_rate": 1e-5,  # the value model is trained in full, not through LoRA
@@ -322,14 +330,15 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
         },
     }
     if not tiny and modeling.cpu_has_native_bf16():
-        # bfloat16 autocast where the CPU multiplies it in hardware, for DPO, KTO and PPO (a DPO-sized
-        # step 2.1x faster; a PPO rollout batch 41 s against 51 s in float32, 2026-12-06). Not for the
-        # reward model: with all four under autocast (2026-12-04), the reward model ranked the
-        # snapshot's test pairs at 0.65 (float32 runs: 0.81-0.98; the same model in float32 0.87 on
-        # held-out pairs) and PPO, rewarded by it, did not move (0.42, 76.9 words against the base's
-        # ~77). Rewards are scored in float32 whatever the policy runs in (scoring.py); PPO under
-        # autocast with them (2026-12-06, seed 0): 0.875, 2/60 empty or looping, as in float32 runs.
-        per_method["dpo"]["bf16"] = per_method["kto"]["bf16"] = per_method["ppo"]["bf16"] = True
+        # bfloat16 autocast where the CPU multiplies it in hardware (a DPO-sized step 2.1x faster; a PPO
+        # rollout batch 41 s against 51 s in float32; the reward model's 30 steps 171 s against 259 s).
+        # Rewards are scored in float32 whatever the policy runs in (scoring.py). The reward model was
+        # left in float32 until 2026-12-06, after its training under autocast failed (2026-12-04: 0.65
+        # on the snapshot's test pairs, PPO did not move): autocast's weight cache had kept every
+        # forward pass on the starting weights (runtime.cpu_bf16_autocast). Without the cache, the same
+        # snapshot trains to the same margins as in float32 and 0.857 held-out accuracy (float32 0.845).
+        for name in ("dpo", "kto", "reward", "ppo"):
+            per_method[name]["bf16"] = True
     if tiny:
         # A 64-wide model: full fine-tuning (LoRA r=8 on it barely moves in a few dozen steps).
         # Plain DPO collapsed on one seed (both log-probs pushed down, answers that never stop):
@@ -762,9 +771,6 @@ def run_round(
             )
             if rm_run is not None:
                 extras[method]["reward_run"] = rm_run.pk
-                extras[method]["rm_eval_accuracy_noisy_labels"] = (rm_run.metrics.get("eval") or {}).get(
-                    "eval_accuracy"
-                )
                 extras[method]["_rm_dir"] = str(Path(rm_run.output_dir) / "final")
                 extras[method]["_rm_test_prompts"] = _test_prompt_groups(pref_snap, rank_project)
             ctx.note(
