@@ -225,6 +225,22 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       on 310 pairs of policy answers), the leaderboard agrees for all three. Round 2 (578 s: candidate
       generation 90 s instead of 282 s, DPO 393 s on 402 pairs): 0.95, 1/60 empty (1.7 %), 5.6 words
       (1163 [1103, 1256] against 837); 2,430 s (40.5 minutes) for both rounds.
+    - Every bfloat16 run above trained under autocast's weight cache (runtime.cpu_bf16_autocast): each
+      forward pass read the trainable weights as first cast, so DPO's logged margins stayed at exactly 0
+      for the whole run, PPO drew every rollout from its starting policy and its value model never
+      improved; what was saved was the sum of the updates, each computed at the start. 2026-12-06, the
+      same machine, seed 0, round 1 with that cache still on (KTO with ``sft_weight`` 4): 1,900 s; DPO
+      0.89 (1/60 empty or looping, 20.9 words), KTO 0.89 (1/60, 15.1 words), PPO 0.66 (1/60, 60.7 words;
+      scores flat over its 10 batches, 3-8 of 16 rollouts ending), reward model 0.845 (265 pairs; in
+      float32); the leaderboard agrees for all three. Then without the cache, the reward model under
+      autocast too and no final evaluation pass for it (``--rounds 2``): round 1 took 1,751 s (29.2
+      minutes: candidate generation 128 s, DPO 372 s, KTO 309 s, reward model + PPO 651 s, held-out
+      generation 103 s, reward-model check 180 s). DPO 0.95 (0/60, 25.2 words; margins 0.08 -> 0.85 over
+      the run), KTO 0.81 (1/60, 51.4 words, 14/60 cut off), PPO 0.82 (2/60, 49.8 words; KL to the base
+      0.16 -> 1.1), reward model 0.876 (265 pairs; 0.907 on 280 pairs of policy answers); the
+      leaderboard agrees for all three. Round 2 (593 s: candidate generation 110 s, DPO 420 s on 402
+      pairs): 0.94, 0/60 empty or cut off, 14.4 words (1183 [1142, 1272] against 817); 2,344 s (39.1
+      minutes) for both rounds.
     - PPO with the reward model read as it was trained (2026-12-03, ``scoring.EndOfTurnReward``; lr
       2e-4, value model at 1e-5, 20 rollout batches of 16 in 2 minibatches, 2 PPO epochs,
       response_length 64, kl 0.05, missing-EOS penalty 1): shorter-wins 0.93, 0/30 empty and none cut
