@@ -240,7 +240,12 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       0.16 -> 1.1), reward model 0.876 (265 pairs; 0.907 on 280 pairs of policy answers); the
       leaderboard agrees for all three. Round 2 (593 s: candidate generation 110 s, DPO 420 s on 402
       pairs): 0.94, 0/60 empty or cut off, 14.4 words (1183 [1142, 1272] against 817); 2,344 s (39.1
-      minutes) for both rounds.
+      minutes) for both rounds. Round 1 again with ``--seed 1`` (1,345 s: generation 102 s, DPO 258 s,
+      KTO 198 s, reward model + PPO 507 s, reward-model check 156 s): DPO 0.90 (0/60, 30.6 words), KTO
+      0.78 (1/60, 53.7 words), PPO 0.78 (0/60, 51.1 words), reward model 0.836 (262 pairs, under the
+      0.85 target; 0.825 on policy answers); the leaderboard agrees for all three. Content (one
+      sentence), DPO, seed 0 (beside a CI run, so no timings): 0.87, 0/60 empty, 28.3 words, the
+      leaderboard agrees (1120 [1068, 1184] against 880).
     - PPO with the reward model read as it was trained (2026-12-03, ``scoring.EndOfTurnReward``; lr
       2e-4, value model at 1e-5, 20 rollout batches of 16 in 2 minibatches, 2 PPO epochs,
       response_length 64, kl 0.05, missing-EOS penalty 1): shorter-wins 0.93, 0/30 empty and none cut
