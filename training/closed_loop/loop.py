@@ -358,8 +358,8 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
         # on the snapshot's test pairs, PPO did not move): autocast's weight cache had kept every
         # forward pass on the starting weights (runtime.cpu_bf16_autocast). Without the cache, the same
         # snapshot trains to the same margins as in float32 and 0.857 held-out accuracy (float32 0.845).
-        for name in ("dpo", "kto", "reward", "ppo"):
-            per_method[name]["bf16"] = True
+        for settings in per_method.values():
+            settings["bf16"] = True
     if tiny:
         # A 64-wide model: full fine-tuning (LoRA r=8 on it barely moves in a few dozen steps).
         # Plain DPO collapsed on one seed (both log-probs pushed down, answers that never stop):
