@@ -51,3 +51,13 @@ def test_bf16_for_every_method_only_where_the_cpu_has_it(monkeypatch):
         got = {m: recipe_defaults(m, tiny=False).get("bf16", False) for m in ("dpo", "kto", "reward", "ppo")}
         assert got == {"dpo": native, "kto": native, "reward": native, "ppo": native}
         assert not any(recipe_defaults(m, tiny=True).get("bf16", False) for m in got)
+
+
+def test_the_demo_reward_model_trains_at_rank_32_and_the_tiny_one_at_8():
+    from training.recipes.reward import Config as RewardConfig
+
+    paths = {"model_name_or_path": "/models/base", "snapshot_dir": "/snapshots/1", "output_dir": "/runs/3"}
+    demo = RewardConfig.from_dict({**recipe_defaults("reward", tiny=False), **paths})
+    tiny = RewardConfig.from_dict({**recipe_defaults("reward", tiny=True), **paths})
+    assert (demo.lora_r, demo.lora_alpha) == (32, 64) and (tiny.lora_r, tiny.lora_alpha) == (8, 16)
+    assert recipe_defaults("dpo", tiny=False)["lora_r"] == 16  # the policies keep rank 16

@@ -63,3 +63,69 @@ def test_the_cpu_autocast_reads_each_weight_as_it_is_now_not_as_first_cast():
         after = layer(x)
     assert before.dtype == after.dtype == torch.bfloat16
     assert torch.allclose(after.float(), before.float() + 4.0, atol=0.1)
+
+
+def test_holding_the_frozen_lora_base_in_bf16_changes_no_output_or_gradient_under_autocast(tiny_lm):
+    # Under autocast each forward pass casts every float32 weight to bfloat16; holding the frozen base
+    # weights in bfloat16 once gives the same values, so logits and the LoRA gradients stay the same.
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from training.recipes.runtime import cpu_bf16_autocast
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm, dtype=torch.float32)
+    model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    )
+    ids = torch.randint(0, model.config.vocab_size, (2, 12))
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        with cpu_bf16_autocast():
+            logits = model(input_ids=ids).logits
+        logits.float().logsumexp(-1).sum().backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        return logits.detach(), grads
+
+    before, grads_before = run()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    cast = modeling.hold_frozen_lora_base_in_bf16(model)
+    after, grads_after = run()
+
+    dtypes = {n: p.dtype for n, p in model.named_parameters()}
+    assert cast == sum(p.numel() for n, p in model.named_parameters() if dtypes[n] == torch.bfloat16) > 0
+    assert all(dtypes[n] == torch.float32 for n in trainable)  # the optimiser's weights stay float32
+    assert all(dtypes[n] == torch.float32 for n in dtypes if "embed" in n or "norm" in n)
+    assert torch.equal(before, after)
+    assert all(torch.equal(a, b) for a, b in zip(grads_before, grads_after, strict=True))
+
+
+@pytest.mark.skipif(
+    not modeling.cpu_has_native_bf16(), reason="this CPU has no native bfloat16 (AVX512-BF16 or AMX)"
+)
+def test_bf16_ppo_rolls_out_from_a_bf16_frozen_base_and_saves_float32_weights(tmp_path, tiny_lm, monkeypatch):
+    import training.recipes.ppo as ppo
+
+    snap = write_snapshot(tmp_path / "snap", "preference")
+    reward = recipe("reward")
+    rm = reward.run(reward.Config.from_dict(base_config(tiny_lm, snap, tmp_path / "rm", max_steps=1)))
+    held: list[int] = []
+    real_hold = ppo.hold_frozen_lora_base_in_bf16
+    monkeypatch.setattr(ppo, "hold_frozen_lora_base_in_bf16", lambda model: held.append(real_hold(model)))
+    cfg = base_config(
+        tiny_lm,
+        snap,
+        tmp_path / "ppo",
+        reward_model_path=rm["final_dir"],
+        bf16=True,
+        max_steps=2,
+        response_length=8,
+        num_ppo_epochs=1,
+        eval_prompts=4,
+    )
+    result = ppo.run(ppo.Config.from_dict(cfg))
+    assert result["status"] == "succeeded" and held and held[0] > 0
+    assert 0 <= result["eval"]["eval_win_rate_vs_reference"] <= 1
+    weights = load_file(str(tmp_path / "ppo" / "final" / "model.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float32}
