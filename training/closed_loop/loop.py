@@ -246,6 +246,17 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       0.85 target; 0.825 on policy answers); the leaderboard agrees for all three. Content (one
       sentence), DPO, seed 0 (beside a CI run, so no timings): 0.87, 0/60 empty, 28.3 words, the
       leaderboard agrees (1120 [1068, 1184] against 880).
+    - 2026-12-06, an AMD EPYC with AVX512-BF16 (no AMX; a DPO step ~14 s), ``--seed 1``, round 1, the defaults
+      above with the reward model at rank 16: 1,717 s (28.6 minutes: candidate generation 135 s, DPO 402 s,
+      KTO 321 s, reward model 182 s + PPO ~400 s (10 rollout batches of ~40-60 s), held-out generation ~90 s,
+      reward-model check 163 s). DPO 0.925 (0/60, 32.1 words), KTO 0.80 (4/60 looping at the token limit,
+      "el Salvador, el Salvador, …"; 49.3 words), PPO 0.89 (2/60, 27.2 words), reward model 0.905 (262 pairs;
+      0.768 on policy answers); the leaderboard agrees for all three. Its reward model retrained offline on the
+      same snapshot with other training seeds (LoRA init, head init, order): 0.756 and 0.817 (seeds 1, 2), so the
+      0.905 was the lucky draw; at rank 32 0.920, 0.866, 0.870 and 0.878 (seed 3): the rank the loop uses since
+      (batches of 4 at rank 16: 0.916, 0.882, 0.866; both, seed 1: 0.889). PPO's frozen base weights held in
+      bfloat16 instead of autocast casting them on each forward pass (the same rollouts and scores): 2 rollout
+      batches in 83.6 s against 80.5 s, no faster here, so not kept.
     - PPO with the reward model read as it was trained (2026-12-03, ``scoring.EndOfTurnReward``; lr
       2e-4, value model at 1e-5, 20 rollout batches of 16 in 2 minibatches, 2 PPO epochs,
       response_length 64, kl 0.05, missing-EOS penalty 1): shorter-wins 0.93, 0/30 empty and none cut

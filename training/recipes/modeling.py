@@ -197,27 +197,6 @@ def lora_config(cfg: RecipeConfig, task_type: str) -> Any:
     )
 
 
-def hold_frozen_lora_base_in_bf16(model) -> int:
-    """Store the frozen base weights of every LoRA-wrapped linear layer in bfloat16; returns how many
-    weights it cast. Meant for a CPU run under bfloat16 autocast, which would otherwise cast each of these
-    float32 weights to bfloat16 again on every forward pass: the same bfloat16 values each time, so the
-    outputs do not change. PPO's rollouts decode one token per forward pass, where that cast weighs most
-    against the matrix products. The trainable (LoRA, value, head) weights stay float32 for the optimiser; merging loads a fresh
-    float32 base."""
-    import torch
-    from peft.tuners.lora import LoraLayer
-
-    cast = 0
-    for module in model.modules():
-        if not isinstance(module, LoraLayer):
-            continue
-        base = module.get_base_layer()
-        if isinstance(base, torch.nn.Linear) and not any(p.requires_grad for p in base.parameters()):
-            base.to(torch.bfloat16)
-            cast += base.weight.numel()
-    return cast
-
-
 def weights_fingerprint(model) -> float:
     """Sum of absolute weights: a cheap 'did anything change' probe for tests and logs."""
     import torch

@@ -35,7 +35,6 @@ from .config import RecipeConfig, ReferenceMixin, _field
 from .data import load_snapshot, prompts_of
 from .modeling import (
     ensure_distinct_pad,
-    hold_frozen_lora_base_in_bf16,
     load_causal_lm,
     load_sequence_classifier,
     load_tokenizer,
@@ -321,11 +320,6 @@ def run(cfg: Config) -> dict[str, Any]:
             callbacks=[],
         )
         trainer.add_callback(rr.callback(step_offset=lambda: trainer.step_offset))
-        if rr.cpu_bf16:
-            # Rollouts decode one token per forward pass, and under autocast each pass cast all the policy's
-            # frozen float32 weights to bfloat16 again (py-spy on the closed loop's PPO: generation 24 % of
-            # the time, Linear.forward 73 % of that). Held in bfloat16 once instead: the same values.
-            hold_frozen_lora_base_in_bf16(trainer.accelerator.unwrap_model(trainer.model).policy)
         if rr.resume_from:
             trainer.resume(rr.resume_from, rr.resume_step)
         with rr.autocast():

@@ -163,14 +163,9 @@ class RecipeRun:
         float32). accelerate casts only the prepared model's forward; TRL's PPO also generates and
         scores with unwrapped models, so each recipe enters this around its train and evaluate calls
         (not around merging, which should add the LoRA delta in float32)."""
-        if self.cpu_bf16:
+        if use_bf16(self.cfg) and not use_cuda(self.cfg):
             return cpu_bf16_autocast()
         return contextlib.nullcontext()
-
-    @property
-    def cpu_bf16(self) -> bool:
-        """Whether this run trains on a CPU under bfloat16 autocast (see :meth:`autocast`)."""
-        return use_bf16(self.cfg) and not use_cuda(self.cfg)
 
     def write_progress(self, **fields: Any) -> None:
         self._progress.update(fields)
