@@ -256,7 +256,11 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       0.905 was the lucky draw; at rank 32 0.920, 0.866, 0.870 and 0.878 (seed 3): the rank the loop uses since
       (batches of 4 at rank 16: 0.916, 0.882, 0.866; both, seed 1: 0.889). PPO's frozen base weights held in
       bfloat16 instead of autocast casting them on each forward pass (the same rollouts and scores): 2 rollout
-      batches in 83.6 s against 80.5 s, no faster here, so not kept.
+      batches in 83.6 s against 80.5 s, no faster here, so not kept. Round 1 with the rank-32 reward model,
+      seed 0, the same machine: 1,725 s (28.7 minutes: generation 136 s, DPO 373 s, KTO 282 s, reward model 186 s
+      + PPO ~426 s, reward-model check 187 s): DPO 0.917 (1/60 empty or looping, 31.2 words), KTO 0.817 (3/60,
+      43.3 words), PPO 0.842 (1/60, 42.8 words), reward model 0.860 (264 pairs; 0.833 on policy answers); the
+      leaderboard agrees for all three.
     - PPO with the reward model read as it was trained (2026-12-03, ``scoring.EndOfTurnReward``; lr
       2e-4, value model at 1e-5, 20 rollout batches of 16 in 2 minibatches, 2 PPO epochs,
       response_length 64, kl 0.05, missing-EOS penalty 1): shorter-wins 0.93, 0/30 empty and none cut
