@@ -5,41 +5,35 @@ still wins."""
 from __future__ import annotations
 
 from training.closed_loop.loop import recipe_defaults
-from training.recipes.dpo import Config as DPOConfig
+from training.recipes import recipe
 
 
-def _dpo(**overrides):
-    return {
-        **recipe_defaults("dpo", tiny=False),
-        **overrides,
-        "model_name_or_path": "/models/base",
-        "snapshot_dir": "/snapshots/1",
-        "output_dir": "/runs/1",
-    }
+def _config(method: str, *, tiny: bool = False, **overrides):
+    """The loop's settings for ``method`` (with overrides, as ``--set`` gives them) as a validated recipe config."""
+    return recipe(method).Config.from_dict(
+        {
+            **recipe_defaults(method, tiny=tiny),
+            **overrides,
+            "model_name_or_path": "/models/base",
+            "snapshot_dir": "/snapshots/1",
+            "output_dir": "/runs/1",
+        }
+    )
 
 
 def test_dpo_trains_one_epoch_with_the_sft_term():
-    cfg = DPOConfig.from_dict(_dpo())
+    cfg = _config("dpo")
     assert list(cfg.loss_type) == ["sigmoid", "sft"] and list(cfg.loss_weights) == [1.0, 1.0]
     assert cfg.num_train_epochs == 1.0 and cfg.beta == 0.1
 
 
 def test_user_settings_win_over_the_defaults():
-    cfg = DPOConfig.from_dict(_dpo(num_train_epochs=2.0, loss_type=["sigmoid"], loss_weights=None))
+    cfg = _config("dpo", num_train_epochs=2.0, loss_type=["sigmoid"], loss_weights=None)
     assert list(cfg.loss_type) == ["sigmoid"] and cfg.num_train_epochs == 2.0
 
 
 def test_kto_defaults_fix_the_reference_point_and_are_a_valid_config():
-    from training.recipes.kto import Config as KTOConfig
-
-    cfg = KTOConfig.from_dict(
-        {
-            **recipe_defaults("kto", tiny=False),
-            "model_name_or_path": "/models/base",
-            "snapshot_dir": "/snapshots/2",
-            "output_dir": "/runs/2",
-        }
-    )
+    cfg = _config("kto")
     assert cfg.loss_type == "apo_zero_unpaired" and cfg.sft_weight == 4.0 and cfg.beta == 0.5
 
 
@@ -54,10 +48,6 @@ def test_bf16_for_every_method_only_where_the_cpu_has_it(monkeypatch):
 
 
 def test_the_demo_reward_model_trains_at_rank_32_and_the_tiny_one_at_8():
-    from training.recipes.reward import Config as RewardConfig
-
-    paths = {"model_name_or_path": "/models/base", "snapshot_dir": "/snapshots/1", "output_dir": "/runs/3"}
-    demo = RewardConfig.from_dict({**recipe_defaults("reward", tiny=False), **paths})
-    tiny = RewardConfig.from_dict({**recipe_defaults("reward", tiny=True), **paths})
+    demo, tiny = _config("reward"), _config("reward", tiny=True)
     assert (demo.lora_r, demo.lora_alpha) == (32, 64) and (tiny.lora_r, tiny.lora_alpha) == (8, 16)
     assert recipe_defaults("dpo", tiny=False)["lora_r"] == 16  # the policies keep rank 16
