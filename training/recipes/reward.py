@@ -90,8 +90,6 @@ def run(cfg: Config) -> dict[str, Any]:
         with rr.autocast():
             trainer.train(resume_from_checkpoint=rr.resume_from)
         rr.write_progress(status="evaluating")
-        # Evaluated in float32 even after bf16 training on a CPU: under autocast the demo reward model's
-        # scores ranked its test pairs at 0.65, in float32 at 0.81-0.98 (see scoring._scores_at_last_token).
         metrics = trainer.evaluate() if snap.test and cfg.final_eval else {}
         return rr.finish(
             trainer=trainer,
