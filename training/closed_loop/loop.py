@@ -261,6 +261,18 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       + PPO ~426 s, reward-model check 187 s): DPO 0.917 (1/60 empty or looping, 31.2 words), KTO 0.817 (3/60,
       43.3 words), PPO 0.842 (1/60, 42.8 words), reward model 0.860 (264 pairs; 0.833 on policy answers); the
       leaderboard agrees for all three.
+    - 2026-12-06, a faster AMD EPYC (candidate generation 84 s, a DPO step ~10 s), round 1. ``--seed 2`` (rank-32
+      reward model in batches of 8; the loop was paused ~210 s for a load benchmark, which also slowed its candidate
+      generation to 228 s): ~1,220 s of work (DPO ~225 s, KTO 207 s, reward model 102 s + PPO ~250 s, reward-model
+      check 124 s). DPO 0.95 (0/60 empty or looping, 29.2 words), KTO 0.925 (1/60, 35.4 words), PPO 0.725 (1/60,
+      54.6 words), reward model 0.861 (244 pairs; 0.851 on policy answers); the leaderboard agrees for all three.
+      Retrained on its snapshot (seeds 0-5), the reward model in batches of 4 reached a mean of 0.894 against 0.859
+      in batches of 8 (see the reward model's settings below): the loop's default since. Then ``--seed 3`` with it:
+      1,148 s (19.1 minutes: generation 84 s, DPO 297 s, KTO 201 s, reward model 122 s (64 steps) + PPO ~259 s,
+      held-out generation ~64 s, reward-model check 103 s): DPO 0.917 (0/60, 29.7 words), KTO 0.867 (3/60 looping
+      at the token limit, repeated sentences such as "They are attracted to the blood of humans and animals because
+      they are attracted to …", the prompt KTO also looped on at seed 2; 34.0 words), PPO 0.942 (1/60, 17.3 words),
+      reward model 0.918 (244 pairs; 0.904 on policy answers); the leaderboard agrees for all three.
     - PPO with the reward model read as it was trained (2026-12-03, ``scoring.EndOfTurnReward``; lr
       2e-4, value model at 1e-5, 20 rollout batches of 16 in 2 minibatches, 2 PPO epochs,
       response_length 64, kl 0.05, missing-EOS penalty 1): shorter-wins 0.93, 0/30 empty and none cut
