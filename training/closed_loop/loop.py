@@ -273,6 +273,12 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       at the token limit, repeated sentences such as "They are attracted to the blood of humans and animals because
       they are attracted to …", the prompt KTO also looped on at seed 2; 34.0 words), PPO 0.942 (1/60, 17.3 words),
       reward model 0.918 (244 pairs; 0.904 on policy answers); the leaderboard agrees for all three.
+      ``--seed 4 --rounds 2`` (round 2: DPO), the same machine: 1,533 s (25.5 minutes) for both rounds. Round 1
+      (generation 82 s, DPO 282 s, KTO 177 s, reward model + PPO 363 s, reward-model check 113 s): DPO 0.933 (0/60,
+      29.1 words), KTO 0.675 (1/60, 61.3 words, 24/60 cut off: under the 0.75 target), PPO 0.667 (0/60, 62.4 words,
+      23/60 cut off: under 0.7, with a reward model at 0.911 on 259 pairs, 0.918 on policy answers); the leaderboard
+      agrees for all three. Round 2 (~456 s: generation 62 s, DPO 354 s on 442 pairs, 56 steps): 0.95, 0/60 empty
+      or cut off, 16.6 words (1151 [1112, 1214] against 849).
     - PPO with the reward model read as it was trained (2026-12-03, ``scoring.EndOfTurnReward``; lr
       2e-4, value model at 1e-5, 20 rollout batches of 16 in 2 minibatches, 2 PPO epochs,
       response_length 64, kl 0.05, missing-EOS penalty 1): shorter-wins 0.93, 0/30 empty and none cut
