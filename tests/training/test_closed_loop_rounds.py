@@ -52,3 +52,10 @@ def test_the_demo_reward_model_trains_at_rank_32_in_batches_of_4_and_the_tiny_on
     assert (demo.lora_r, demo.lora_alpha, demo.per_device_train_batch_size) == (32, 64, 4)
     assert (tiny.lora_r, tiny.lora_alpha, tiny.per_device_train_batch_size) == (8, 16, 8)
     assert recipe_defaults("dpo", tiny=False)["lora_r"] == 16  # the policies keep rank 16
+
+
+def test_the_demo_ppo_keeps_a_constant_learning_rate_at_kl_0_1_and_the_tiny_one_decays():
+    demo = _config("ppo", reward_model_path="/runs/0/final")
+    tiny = _config("ppo", tiny=True, reward_model_path="/runs/0/final")
+    assert (demo.lr_scheduler_type, demo.kl_coef, demo.max_steps) == ("constant", 0.1, 10)
+    assert (tiny.lr_scheduler_type, tiny.kl_coef) == ("linear", 0.05)
