@@ -7,7 +7,8 @@
 From a fresh database: import the prompt set (training/closed_loop/prompts.jsonl: train and
 held-out prompts), generate candidates with the base version through a generation job, let
 simulated annotators (several accounts, each logging in for a token and doing next -> submit over
-HTTP, with a hidden preference and 10 % label noise) rank them and give thumbs, export snapshots,
+HTTP, with a hidden preference and 10 % label noise) rank them and give thumbs (three annotators per
+response, merged by majority: --thumb-votes), export snapshots,
 train DPO (pairs), KTO (thumbs) and reward model -> PPO through the Celery training task, register
 the new versions, generate on the held-out prompts and judge each new version against the base by
 the hidden preference; the Bradley-Terry leaderboard from simulated votes on the same held-out

@@ -48,6 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--annotators", type=int, default=4)
     p.add_argument("--noise", type=float, default=0.1, help="label noise of the simulated annotators")
     p.add_argument("--candidates", type=int, default=4, help="responses per train prompt (ranked together)")
+    p.add_argument(
+        "--thumb-votes",
+        type=int,
+        default=3,
+        help="annotators per thumbs item (KTO's labels, merged by majority; at most --annotators)",
+    )
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--train-prompts", type=int, default=None, help="use the first N train prompts")
     p.add_argument("--heldout-prompts", type=int, default=None, help="use the first N held-out prompts")
@@ -106,6 +112,7 @@ def options_from_args(args: argparse.Namespace):
         annotators=args.annotators,
         noise=args.noise,
         candidates=args.candidates,
+        thumb_votes=args.thumb_votes,
         max_new_tokens=args.max_new_tokens or (24 if tiny else 128),
         train_prompts=args.train_prompts or (48 if tiny else None),
         heldout_prompts=args.heldout_prompts or (24 if tiny else None),
