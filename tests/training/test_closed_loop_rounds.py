@@ -34,7 +34,11 @@ def test_user_settings_win_over_the_defaults():
 
 def test_kto_defaults_fix_the_reference_point_and_are_a_valid_config():
     cfg = _config("kto")
-    assert cfg.loss_type == "apo_zero_unpaired" and cfg.sft_weight == 4.0 and cfg.beta == 0.5
+    assert cfg.loss_type == "apo_zero_unpaired" and cfg.sft_weight == 4.0
+
+
+def test_the_demo_kto_runs_at_beta_0_1_and_the_tiny_one_at_0_5():
+    assert (_config("kto").beta, _config("kto", tiny=True).beta) == (0.1, 0.5)
 
 
 def test_bf16_for_every_method_only_where_the_cpu_has_it(monkeypatch):
