@@ -301,6 +301,17 @@ def recipe_defaults(method: str, *, tiny: bool, threads: int = 2) -> dict[str, A
       response merged by majority (``thumb_votes``, the loop's default since; ``--methods kto``, the same seed and
       candidates, beside a CI run, so no timings): 62 kept, 6 of them noise; KTO 0.783 (2/60 looping, 51.1 words,
       14/60 cut off), the leaderboard agrees. One run each, within KTO's run-to-run spread.
+    - 2026-12-06, an AMD EPYC with AVX2 only (no bfloat16 in hardware: everything in float32; candidate generation
+      ~258 s, a DPO step ~25 s, a KTO step ~13 s), three thumb votes. ``--seed 6 --methods kto`` at beta 0.5: 0.758
+      (1/60 looping, 17/60 cut off, 49.6 words; 523 s of KTO), the leaderboard agrees. Retrained offline on its
+      snapshot at beta 0.1 (the same harness gives the loop's run 0.758): 0.883 (1/60, 4/60 cut off, 35.0 words):
+      KTO's default since. ``--seed 7 --methods kto`` with it: 0.908 (1/60 looping, 1/60 cut off, 22.5 words; 559 s
+      of KTO), the leaderboard agrees. ``--seed 4``, round 1, every default as it is now: 3,124 s (52 minutes:
+      generation 260 s, DPO 754 s, KTO 583 s, reward model + PPO 1,051 s, held-out generation ~190 s, reward-model
+      check 262 s). DPO 0.883 (1/60 looping, 4/60 cut off, 38.9 words), KTO 0.917 (2/60 looping: "1. 1. 1.1.1.…"
+      and the mosquito prompt's repeated clause; 17.6 words; the same seed gave 0.675, 0.792 and 0.775 at beta
+      0.5), PPO 0.908 (1/60, 20.9 words), reward model 0.903 (238 pairs; 0.823 on policy answers); the leaderboard
+      agrees for all three.
     - PPO with the reward model read as it was trained (2026-12-03, ``scoring.EndOfTurnReward``; lr
       2e-4, value model at 1e-5, 20 rollout batches of 16 in 2 minibatches, 2 PPO epochs,
       response_length 64, kl 0.05, missing-EOS penalty 1): shorter-wins 0.93, 0/30 empty and none cut
