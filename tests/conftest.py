@@ -29,7 +29,7 @@ def _fresh_membership_cache():
     rows behind them."""
     yield
     from feedback.policies import _forget
-    from feedback.services.distribution import _SUBMIT_CONTEXT
+    from feedback.services.distribution.submit_context import _SUBMIT_CONTEXT
 
     _forget(None)
     _SUBMIT_CONTEXT.clear()

@@ -315,7 +315,7 @@
   }
   if (kind === "binary") select(binaryCards()[0], false);
 
-  // ---------------------------------------------------------------- payload shapes (see feedback/services/distribution.py)
+  // ---------------------------------------------------------------- payload shapes (see feedback/services/payloads.py)
   function formatRanking(groups) {
     return { ranking: groups };
   }

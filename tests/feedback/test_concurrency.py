@@ -299,13 +299,14 @@ def test_stale_pick_is_rechecked_under_the_row_lock(monkeypatch, project_factory
     full item as free. The lease insert re-counts live leases in its own statement and refuses; we pick again."""
     from feedback.models import Lease
     from feedback.services import distribution
+    from feedback.services.distribution import leasing
 
     project = project_factory(annotations_required=1)
     full, free = make_item(project), make_item(project)
     holder, late = user_factory(), user_factory()
     assert distribution.item_next(project=project, user=holder).item_id == full.pk
 
-    real_pick = distribution._pick_sql
+    real_pick = leasing._pick_sql
 
     def stale_pick(order: str, *, exclude: int, limit: int = 1) -> str:
         # what a stale snapshot sees: no live leases anywhere
@@ -313,7 +314,7 @@ def test_stale_pick_is_rechecked_under_the_row_lock(monkeypatch, project_factory
             "l.expires_at > %s", "l.expires_at > %s AND 1 = 0"
         )
 
-    monkeypatch.setattr(distribution, "_pick_sql", stale_pick)
+    monkeypatch.setattr(leasing, "_pick_sql", stale_pick)  # where both backends' next looks it up
     lease = distribution.item_next(project=project, user=late)
     assert lease is not None and lease.item_id == free.pk  # the full item was refused, the next one taken
     assert Lease.objects.filter(item=full).count() == 1
@@ -327,6 +328,7 @@ def test_sqlite_reads_the_next_window_when_a_whole_window_was_taken(
     of the insert (a stale read), the insert leases nothing and the next window is read."""
     from feedback.models import Lease
     from feedback.services import distribution
+    from feedback.services.distribution import leasing
 
     if connection.vendor != "sqlite":
         pytest.skip("the window is SQLite's path; PostgreSQL locks one row at a time (test above)")
@@ -334,14 +336,14 @@ def test_sqlite_reads_the_next_window_when_a_whole_window_was_taken(
     items = [make_item(project) for _ in range(distribution.PICK_WINDOW + 2)]
     for _ in range(distribution.PICK_WINDOW):
         distribution.item_next(project=project, user=user_factory())
-    real_pick = distribution._pick_sql
+    real_pick = leasing._pick_sql
 
     def stale_pick(order: str, *, exclude: int, limit: int = 1) -> str:
         return real_pick(order, exclude=exclude, limit=limit).replace(
             "l.expires_at > %s", "l.expires_at > %s AND 1 = 0"
         )
 
-    monkeypatch.setattr(distribution, "_pick_sql", stale_pick)
+    monkeypatch.setattr(leasing, "_pick_sql", stale_pick)  # where both backends' next looks it up
     lease = distribution.item_next(project=project, user=user_factory())
     assert lease is not None and lease.item_id == items[distribution.PICK_WINDOW].pk
     assert all(Lease.objects.filter(item=item).count() == 1 for item in items[: distribution.PICK_WINDOW + 1])

@@ -80,7 +80,7 @@ def test_submit_reads_the_lease_unless_this_process_leased_it(project_factory, u
     (nothing remembered) reads the lease first (2). What is remembered is never trusted: after an admin turned
     ties off, the remembered "ties allowed" does not take the lease; the submit reads it and refuses the tie."""
     from feedback.errors import InvalidInput
-    from feedback.services import distribution
+    from feedback.services.distribution import submit_context
     from feedback.services.project_admin import project_update
 
     project = project_factory(annotations_required=1, allow_ties=True)
@@ -100,7 +100,7 @@ def test_submit_reads_the_lease_unless_this_process_leased_it(project_factory, u
     assert created and n == 1 and annotation.payload["choice"] == "A"
 
     lease = item_next(project=project, user=b)
-    distribution._SUBMIT_CONTEXT.clear()  # as if another process served the next
+    submit_context._SUBMIT_CONTEXT.clear()  # as if another process served the next
     annotation, created, n = submit(b, lease, "B", "b")
     assert created and n == 2 and annotation.item_id == lease.item_id
 

@@ -437,7 +437,7 @@ def test_lowered_requirement_refuses_the_extra_submit(project_factory, user_fact
 )  # fmt: skip
 def test_insert_adapts_values_as_the_orm_does(model, values):
     """The hot path's INSERT adapts each value as field.get_db_prep_save would (same value, same type)."""
-    from feedback.services.distribution import _prep_for
+    from feedback.services.distribution.raw import _prep_for
 
     for name, value in {**values, "created_at": timezone.now()}.items():
         field = model._meta.get_field(name)
@@ -462,7 +462,7 @@ def test_from_db_builds_what_the_orm_builds(model, values):
     from the default database; a deferred field still loads on access."""
     from django.db.models import signals
 
-    from feedback.services.distribution import _from_db
+    from feedback.services.distribution.raw import _from_db
 
     now = timezone.now()
     values = {
@@ -487,7 +487,7 @@ def test_from_db_builds_what_the_orm_builds(model, values):
 
 @pytest.mark.django_db
 def test_from_db_instance_loads_a_deferred_field(project_factory, make_item):
-    from feedback.services.distribution import _from_db
+    from feedback.services.distribution.raw import _from_db
 
     item = make_item(project_factory())
     ours = _from_db(Item, {"id": item.pk, "project_id": item.project_id})
@@ -499,7 +499,7 @@ def test_dt_writes_what_the_backend_writes():
     from datetime import UTC
     from zoneinfo import ZoneInfo
 
-    from feedback.services.distribution import _dt
+    from feedback.services.distribution.raw import _dt
 
     now = timezone.now()
     for value in (now, now.astimezone(ZoneInfo("Europe/Paris")), now.replace(tzinfo=UTC)):
@@ -514,7 +514,7 @@ def test_from_db_related_cache_serves_forward_relations():
     from django.test.utils import CaptureQueriesContext
 
     from feedback.models import Project
-    from feedback.services.distribution import _from_db
+    from feedback.services.distribution.raw import _from_db
 
     project = Project(pk=5, name="p")
     theirs = Item(id=1, project_id=5, prompt_id=2)

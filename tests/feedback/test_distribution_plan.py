@@ -8,7 +8,8 @@ from django.db import connection
 from django.utils import timezone
 
 from feedback.models import Item
-from feedback.services.distribution import _dt, _pick_sql
+from feedback.services.distribution.raw import _dt
+from feedback.services.distribution.sql import _pick_sql
 
 pytestmark = pytest.mark.django_db
 
@@ -62,7 +63,8 @@ def test_pick_uses_the_partial_index(busy_project, order, index):
 )
 def test_live_check_and_pick_keep_their_indexes(busy_project, order, index):
     """The first pick of a next carries the live-lease check (one statement): both halves keep their plans."""
-    from feedback.services.distribution import PICK_WINDOW, _live_and_pick_sql
+    from feedback.services.distribution import PICK_WINDOW
+    from feedback.services.distribution.sql import _live_and_pick_sql
 
     project, user = busy_project
     now = _dt(timezone.now())
