@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from inference.engines.tiny import build_tiny_model
-from training.closed_loop import loop
+from training.closed_loop import reward_check
 from training.recipes import scoring
 from training.recipes.modeling import ensure_distinct_pad, load_tokenizer
 
@@ -36,11 +36,11 @@ def test_rm_accuracy_scores_each_answer_once_and_matches_pairwise_scoring(tmp_pa
         )
         for i in range(5)
     ]
-    pairs = loop.preference_pairs("shorter", groups)
+    pairs = reward_check.preference_pairs("shorter", groups)
     assert len(pairs) == 5 * 6  # every pair of four answers of different length
 
     scored = _count_scored(monkeypatch)
-    got = loop.rm_accuracy(str(rm_dir), pairs)
+    got = reward_check.rm_accuracy(str(rm_dir), pairs)
     assert sum(scored) == 5 * 4
     monkeypatch.undo()
 
@@ -67,12 +67,12 @@ def test_rm_accuracies_score_answers_shared_by_sets_once(tmp_path, monkeypatch):
     build_tiny_model(rm_dir, seed=5, num_labels=1)
     prompt = [{"role": "user", "content": "question"}]
     answers = [(f"word {j} " * (j + 1), False) for j in range(4)]
-    heldout = loop.preference_pairs("shorter", [(prompt, answers[:3])])
-    policy = loop.preference_pairs("shorter", [(prompt, answers[1:])])
+    heldout = reward_check.preference_pairs("shorter", [(prompt, answers[:3])])
+    policy = reward_check.preference_pairs("shorter", [(prompt, answers[1:])])
     scored = _count_scored(monkeypatch)
-    got = loop.rm_accuracies(str(rm_dir), {"heldout": heldout, "policy": policy, "none": []})
+    got = reward_check.rm_accuracies(str(rm_dir), {"heldout": heldout, "policy": policy, "none": []})
     assert sum(scored) == 4  # two answers are in both sets: scored once
     monkeypatch.undo()
-    assert got["heldout"] == loop.rm_accuracy(str(rm_dir), heldout)
-    assert got["policy"] == loop.rm_accuracy(str(rm_dir), policy)
+    assert got["heldout"] == reward_check.rm_accuracy(str(rm_dir), heldout)
+    assert got["policy"] == reward_check.rm_accuracy(str(rm_dir), policy)
     assert got["none"] is None

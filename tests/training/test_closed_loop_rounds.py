@@ -4,7 +4,7 @@ still wins."""
 
 from __future__ import annotations
 
-from training.closed_loop.loop import recipe_defaults
+from training.closed_loop.defaults import recipe_defaults
 from training.recipes import recipe
 
 

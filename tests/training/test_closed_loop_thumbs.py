@@ -12,8 +12,10 @@ from django.contrib.auth import get_user_model
 from feedback.importing import CandidateRow
 from feedback.services.distribution import annotation_submit, item_next
 from feedback.services.imports import candidates_import
-from training.closed_loop import loop
+from training.closed_loop import steps
 from training.closed_loop.__main__ import options_from_args, parse_args
+from training.closed_loop.annotator import Account
+from training.closed_loop.defaults import LoopOptions
 
 pytestmark = pytest.mark.django_db
 
@@ -27,10 +29,10 @@ def test_thumbs_from_three_annotators_are_exported_as_the_majority(settings, tmp
     settings.EXPORTS_DIR = tmp_path / "exports"
     users = get_user_model().objects
     admin = users.create_superuser(username="loop-admin", password="pw", email="")
-    accounts = [loop.Account(f"annotator{i}", "pw") for i in range(3)]
+    accounts = [Account(f"annotator{i}", "pw") for i in range(3)]
     annotators = [users.create_user(username=a.username, password="pw") for a in accounts]
-    ctx = loop.Context(
-        options=loop.LoopOptions(),
+    ctx = steps.Context(
+        options=LoopOptions(),
         base_url="",
         admin=admin,
         admin_api=None,  # type: ignore[arg-type]  # no prompts to import through the API
@@ -38,7 +40,7 @@ def test_thumbs_from_three_annotators_are_exported_as_the_majority(settings, tmp
         base=None,
         check=lambda: None,
     )
-    project = loop.make_project(ctx, "thumbs", "binary", 1, [], "shorter wins", votes=3)
+    project = steps.make_project(ctx, "thumbs", "binary", 1, [], "shorter wins", votes=3)
     assert project.annotations_required == 3
     messages = [{"role": "user", "content": "Why is the sky blue?"}]
     texts = ["Scattering.", "Because of Rayleigh scattering of sunlight in the air, blue the most."]
@@ -63,7 +65,7 @@ def test_thumbs_from_three_annotators_are_exported_as_the_majority(settings, tmp
             )
     assert item_next(project=project, user=users.create_user(username="late", password="pw")) is None
 
-    snapshot = loop.export(ctx, project, "unpaired", "thumbs", test_fraction=0.0, aggregation="majority")
+    snapshot = steps.export(ctx, project, "unpaired", "thumbs", test_fraction=0.0, aggregation="majority")
     rows = [json.loads(line) for line in (Path(snapshot.path) / "train.jsonl").read_text().splitlines()]
     labels = {row["completion"][-1]["content"]: row["label"] for row in rows}
     assert labels == {texts[0]: True, texts[1]: False}

@@ -1,4 +1,4 @@
-"""``python -m training.closed_loop``: the whole loop on a fresh database (see ``loop.py``).
+"""``python -m training.closed_loop``: the whole loop on a fresh database (see ``loop.py``; settings in ``defaults.py``).
 
 Also ``benchmarks/closed_loop.py`` and ``manage.py closed_loop`` (both call :func:`main`).
 Prints one JSON line per preference, method and round; writes results.jsonl, steps.jsonl and
@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def options_from_args(args: argparse.Namespace):
     import yaml
 
-    from .loop import LoopOptions
+    from .defaults import LoopOptions
 
     tiny = args.tiny
     prefs = (

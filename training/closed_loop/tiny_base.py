@@ -29,7 +29,7 @@ def build_tiny_base(path: Path, *, seed: int = 0, steps: int = 100, hidden_size:
 
     from inference.engines.tiny import build_tiny_model
 
-    from .loop import PROMPTS_FILE
+    from .defaults import PROMPTS_FILE
 
     model, tok = build_tiny_model(None, seed=seed, hidden_size=hidden_size, layers=2)
     prompts = [json.loads(line)["prompt"] for line in PROMPTS_FILE.read_text().splitlines() if line.strip()]
