@@ -1,18 +1,7 @@
-"""Writes for model versions and generation jobs.
+"""Running a claimed job: a worker subprocess per model version, each chunk stored as it comes.
 
-A generation job runs ``queued → running → succeeded | failed | cancelled``. The Celery task
-claims it (``filter(status=QUEUED).update(status=RUNNING)``) and calls
-``generation_job_execute``, which, per model version, starts the Django-free worker
-(``python -m inference.engines.worker``) as a child process holding the model, hands it the
-prompts that still lack candidates from that version, and stores each chunk the child returns
-in one transaction (candidates, deduplicated, and the items built from them). So:
-
-- resumable: a prompt with candidates from a version is never generated again for it;
-- cancel: the flag is read between chunks and every second while a chunk runs; the child is
-  killed and the job ends ``cancelled`` with what was stored so far;
-- timeouts: the whole run (``GENERATION_JOB_TIMEOUT_S``) and the wait for any output
-  (``GENERATION_IDLE_TIMEOUT_S``, loading included); the child is killed and the job fails;
-- errors (the child's last message and the tail of its log) are kept on the job.
+Timeouts, cancellation (read between chunks and every second) and the job's log tail live here;
+the items of each chunk are built by ``inference.services.items``.
 """
 
 from __future__ import annotations
@@ -27,8 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,186 +27,16 @@ from django.db.models import F
 from django.utils import timezone
 
 from feedback import pii
-from feedback.models import Candidate, Item, ItemCandidate, Project, Prompt
-from inference.engines.base import SamplingParams
-from inference.models import Engine, GenerationJob, JobStatus, ModelVersion, PairingMode
+from feedback.models import Candidate, Prompt
+from inference.models import Engine, GenerationJob, JobStatus, ModelVersion
+from inference.services.errors import GenerationJobError, JobCancelled
+from inference.services.items import items_build_for_job
 
 logger = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 60
 ChunkCallback = Callable[[list[int], "subprocess.Popen[str]"], None]
 """Called after each stored chunk with its prompt ids and the worker process."""
-
-
-class GenerationJobError(ValueError):
-    """A job cannot be created or changed as asked."""
-
-
-class JobCancelled(Exception):
-    pass
-
-
-# -- model versions ---------------------------------------------------------------------------
-@transaction.atomic
-def model_version_register(
-    *,
-    name: str,
-    base_model: str,
-    adapter_path: str = "",
-    engine: Engine | str = Engine.TRANSFORMERS,
-    engine_settings: dict | None = None,
-    parent: ModelVersion | None = None,
-    is_demo: bool = False,
-    training_run: Any = None,
-) -> ModelVersion:
-    """Register (or update) a version. An adapter version served by an OpenAI-compatible server
-    (``engine="openai"``, ``engine_settings["base_url"]``) is loaded into that running server
-    once the transaction commits (vLLM's ``/v1/load_lora_adapter``), without a restart."""
-    defaults: dict[str, Any] = {
-        "base_model": base_model,
-        "adapter_path": adapter_path,
-        "engine": Engine(engine),
-        "engine_settings": engine_settings or {},
-        "parent": parent,
-        "is_demo": is_demo,
-    }
-    if training_run is not None:
-        defaults["training_run"] = training_run
-    version, _ = ModelVersion.objects.update_or_create(name=name, defaults=defaults)
-    if version.engine == Engine.OPENAI and version.adapter_path and "base_url" in version.engine_settings:
-        transaction.on_commit(lambda: model_version_load_adapter(version=version, quiet=True))
-    return version
-
-
-def model_version_load_adapter(*, version: ModelVersion, quiet: bool = False) -> bool:
-    """Load the version's adapter into its running server under the version's name.
-
-    Returns True if it was loaded now, False if the server had it. With ``quiet``, a server
-    that cannot be reached is logged, not raised: generation loads the adapter again anyway.
-    """
-    from inference.engines.errors import RemoteError
-    from inference.engines.openai_engine import OpenAIGenerator
-
-    if version.engine != Engine.OPENAI or not version.adapter_path:
-        raise GenerationJobError(f"{version.name}: only an adapter version on an OpenAI server loads")
-    settings_ = dict(version.engine_settings)
-    client = OpenAIGenerator(
-        base_url=settings_["base_url"],
-        model=version.base_model,
-        api_key=settings_.get("api_key"),
-        max_retries=int(settings_.get("max_retries", 2)),
-        timeout=float(settings_.get("timeout", 120)),
-    )
-    try:
-        return client.load_lora_adapter(version.name, version.adapter_path)
-    except RemoteError:
-        if not quiet:
-            raise
-        logger.warning("could not load adapter %s into %s now", version.name, settings_["base_url"])
-        return False
-
-
-# -- jobs: create, claim, cancel, resume ------------------------------------------------------
-@transaction.atomic
-def generation_job_create(
-    *,
-    project: Project,
-    model_versions: Sequence[ModelVersion],
-    n: int | None = None,
-    prompt_ids: Sequence[int] | None = None,
-    sampling_params: SamplingParams | None = None,
-    pairing: PairingMode | str = PairingMode.SAMPLES,
-    chunk_size: int = 8,
-    created_by=None,
-    enqueue: bool = True,
-) -> GenerationJob:
-    versions = list(dict.fromkeys(model_versions))
-    if not versions:
-        raise GenerationJobError("choose at least one model version")
-    for version in versions:
-        if version.engine == Engine.EXTERNAL:
-            raise GenerationJobError(f"{version.name} holds imported responses: it cannot generate")
-    pairing = PairingMode(pairing)
-    if pairing == PairingMode.VERSUS:
-        if len(versions) < 2:
-            raise GenerationJobError("pairing versions against each other needs two or more versions")
-        if project.responses_per_item < 2:
-            raise GenerationJobError(f"{project.name} shows one response per item: nothing to pair")
-    n = n or project.responses_per_item
-    if n < 1:
-        raise GenerationJobError(f"n must be >= 1, got {n}")
-    if chunk_size < 1:
-        raise GenerationJobError(f"chunk_size must be >= 1, got {chunk_size}")
-    if prompt_ids is not None:
-        prompt_ids = sorted(set(prompt_ids))
-        found = set(Prompt.objects.filter(project=project, id__in=prompt_ids).values_list("id", flat=True))
-        missing = [pid for pid in prompt_ids if pid not in found]
-        if missing:
-            raise GenerationJobError(f"prompts not in {project.name}: {missing[:20]}")
-    job = GenerationJob.objects.create(
-        project=project,
-        n=n,
-        prompt_ids=prompt_ids,
-        sampling_params=(sampling_params or SamplingParams()).to_dict(),
-        pairing=pairing,
-        chunk_size=chunk_size,
-        created_by=created_by,
-    )
-    job.model_versions.set(versions)
-    if enqueue:
-        _enqueue(job.pk)
-    return job
-
-
-def _enqueue(job_id: int) -> None:
-    from inference.tasks import generation_job_run
-
-    transaction.on_commit(lambda: generation_job_run.delay(job_id))
-
-
-def generation_job_claim(*, job_id: int, redelivered: bool = False) -> bool:
-    """Atomically move a queued job to running; False if someone else has it or it was cancelled.
-
-    ``redelivered``: the broker handed the task out again because the worker that held it died
-    (acks_late + reject_on_worker_lost); its job, left ``running``, is taken over and resumes.
-    """
-    statuses = [JobStatus.QUEUED] + ([JobStatus.RUNNING] if redelivered else [])
-    return bool(
-        GenerationJob.objects.filter(id=job_id, status__in=statuses, cancel_requested=False).update(
-            status=JobStatus.RUNNING, started_at=timezone.now(), finished_at=None, error=""
-        )
-    )
-
-
-@transaction.atomic
-def generation_job_cancel(*, job_id: int) -> GenerationJob:
-    """A queued job is cancelled at once; a running one stops within a second or so."""
-    now = timezone.now()
-    GenerationJob.objects.filter(id=job_id, status=JobStatus.QUEUED).update(
-        status=JobStatus.CANCELLED, cancel_requested=True, finished_at=now
-    )
-    GenerationJob.objects.filter(id=job_id, status=JobStatus.RUNNING).update(cancel_requested=True)
-    return GenerationJob.objects.get(id=job_id)
-
-
-@transaction.atomic
-def generation_job_resume(*, job_id: int, force: bool = False, enqueue: bool = True) -> GenerationJob:
-    """Queue a failed or cancelled job again; it generates only what is still missing.
-
-    ``force`` also takes back a job left ``running`` by a worker that died.
-    """
-    allowed = [JobStatus.FAILED, JobStatus.CANCELLED] + ([JobStatus.RUNNING] if force else [])
-    updated = GenerationJob.objects.filter(id=job_id, status__in=allowed).update(
-        status=JobStatus.QUEUED, cancel_requested=False, error="", finished_at=None
-    )
-    job = GenerationJob.objects.get(id=job_id)
-    if not updated:
-        raise GenerationJobError(
-            f"generation job {job_id} is {job.status}: only failed or cancelled jobs resume"
-        )
-    if enqueue:
-        _enqueue(job.pk)
-    return job
 
 
 # -- jobs: running ----------------------------------------------------------------------------
@@ -369,63 +187,6 @@ def _store_chunk(
             progress_done=F("progress_done") + len(results), items_created=F("items_created") + made
         )
     return len(results), made, tokens
-
-
-def items_build_for_job(
-    *, job: GenerationJob, versions: Sequence[ModelVersion], prompt_ids: Sequence[int]
-) -> int:
-    """Group the job's free candidates (in no item yet) of these prompts into items of k.
-
-    ``samples``: each item holds k samples of one version. ``versus``: each item holds
-    candidates of different versions (round robin over the versions), built once every version
-    has answered the prompt.
-    """
-    project = job.project
-    k = project.responses_per_item
-    version_ids = [v.pk for v in versions]
-    free = (
-        Candidate.objects.filter(prompt_id__in=list(prompt_ids), model_version_id__in=version_ids)
-        .exclude(items__project=project)
-        .order_by("prompt_id", "id")
-        .values_list("id", "prompt_id", "model_version_id")
-    )
-    grouped: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for cid, pid, vid in free:
-        grouped[pid][vid].append(cid)
-    groups: list[tuple[int, list[int]]] = []
-    if job.pairing == PairingMode.VERSUS:
-        answered = defaultdict(set)
-        for pid, vid in (
-            Candidate.objects.filter(prompt_id__in=list(grouped), model_version_id__in=version_ids)
-            .values_list("prompt_id", "model_version_id")
-            .distinct()
-        ):
-            answered[pid].add(vid)
-        for pid, per_version in grouped.items():
-            if answered[pid] != set(version_ids):
-                continue
-            queues = [list(per_version.get(vid, [])) for vid in version_ids]
-            while sum(1 for q in queues if q) >= 2 and sum(len(q) for q in queues) >= k:
-                # round robin, the versions with the most left first: every item mixes versions
-                picked: list[int] = []
-                while len(picked) < k:
-                    for i in sorted(range(len(queues)), key=lambda i: -len(queues[i])):
-                        if queues[i] and len(picked) < k:
-                            picked.append(queues[i].pop(0))
-                groups.append((pid, picked))
-    else:
-        for pid, per_version in grouped.items():
-            for cids in per_version.values():
-                for start in range(0, len(cids) - k + 1, k):
-                    groups.append((pid, cids[start : start + k]))
-    for pid, cids in groups:
-        item = Item.objects.create(
-            project=project, prompt_id=pid, annotations_required=project.annotations_required
-        )
-        ItemCandidate.objects.bulk_create(
-            ItemCandidate(item=item, candidate_id=cid, position=i) for i, cid in enumerate(cids)
-        )
-    return len(groups)
 
 
 def _cancel_requested(job: GenerationJob) -> bool:
