@@ -51,10 +51,10 @@ def test_bf16_for_every_method_only_where_the_cpu_has_it(monkeypatch):
         assert not any(recipe_defaults(m, tiny=True).get("bf16", False) for m in got)
 
 
-def test_the_demo_reward_model_trains_at_rank_32_in_batches_of_4_and_the_tiny_one_at_rank_8():
+def test_the_demo_reward_model_trains_in_full_in_batches_of_4_and_the_tiny_one_through_lora_rank_8():
     demo, tiny = _config("reward"), _config("reward", tiny=True)
-    assert (demo.lora_r, demo.lora_alpha, demo.per_device_train_batch_size) == (32, 64, 4)
-    assert (tiny.lora_r, tiny.lora_alpha, tiny.per_device_train_batch_size) == (8, 16, 8)
+    assert (demo.use_lora, demo.learning_rate, demo.per_device_train_batch_size) == (False, 3e-5, 4)
+    assert (tiny.use_lora, tiny.lora_r, tiny.lora_alpha, tiny.per_device_train_batch_size) == (True, 8, 16, 8)
     assert recipe_defaults("dpo", tiny=False)["lora_r"] == 16  # the policies keep rank 16
 
 
