@@ -146,10 +146,7 @@ def run(cfg: Config) -> dict[str, Any]:
             peft_config=lora_config(cfg, "CAUSAL_LM"),
             callbacks=[rr.callback()],
         )
-        with rr.autocast():
-            trainer.train(resume_from_checkpoint=rr.resume_from)
-            rr.write_progress(status="evaluating")
-            metrics = trainer.evaluate() if snap.test and cfg.final_eval else {}
+        metrics = rr.train(trainer, evaluate=bool(snap.test))
         if "eval_loss" in metrics:
             metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
         return rr.finish(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .config import CutOffPrefixMixin, PaddingFreeMixin, RecipeConfig, ReferenceMixin, _field
-from .data import before_last_end, load_snapshot
+from .data import before_last_end
 from .modeling import ensure_distinct_pad, load_causal_lm, load_tokenizer, lora_config
 from .packing import pack_trainer
 from .runtime import RecipeRun
@@ -109,15 +109,9 @@ def run(cfg: Config) -> dict[str, Any]:
     from trl import DPOConfig, DPOTrainer
 
     with RecipeRun(cfg) as rr:
-        snap = load_snapshot(
-            cfg.snapshot_dir,
-            kinds=cfg.SNAPSHOT_KINDS,
-            drop_truncated=cfg.drop_truncated,
-            keep_optional=("chosen_truncated", "rejected_truncated") if cfg.cut_off_as_prefix else (),
-            max_train_rows=cfg.max_train_rows,
-            seed=cfg.seed,
+        snap = rr.load_snapshot(
+            keep_optional=("chosen_truncated", "rejected_truncated") if cfg.cut_off_as_prefix else ()
         )
-        rr.attach_snapshot(snap)
         train, test = snap.train, snap.test
         if cfg.cut_off_as_prefix:
             train, test = _flagged(train), _flagged(test)
@@ -156,10 +150,7 @@ def run(cfg: Config) -> dict[str, Any]:
                     setattr(trainer, name, cut_off_as_prefix(ds, eos_token_id=tok.eos_token_id))
         if cfg.padding_free:
             pack_trainer(trainer, capacity=cfg.max_length)
-        with rr.autocast():
-            trainer.train(resume_from_checkpoint=rr.resume_from)
-            rr.write_progress(status="evaluating")
-            metrics = trainer.evaluate() if snap.test and cfg.final_eval else {}
+        metrics = rr.train(trainer, evaluate=bool(snap.test))
         return rr.finish(
             trainer=trainer,
             tokenizer=tok,

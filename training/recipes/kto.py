@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .config import CutOffPrefixMixin, PaddingFreeMixin, RecipeConfig, ReferenceMixin, _field
-from .data import before_last_end, load_snapshot
+from .data import before_last_end
 from .modeling import ensure_distinct_pad, load_causal_lm, load_tokenizer, lora_config
 from .packing import pack_trainer
 from .runtime import RecipeRun
@@ -176,15 +176,9 @@ def run(cfg: Config) -> dict[str, Any]:
     from .scoring import completion_logps
 
     with RecipeRun(cfg) as rr:
-        snap = load_snapshot(
-            cfg.snapshot_dir,
-            kinds=cfg.SNAPSHOT_KINDS,
-            drop_truncated=cfg.drop_truncated,
-            keep_optional=("completion_truncated", "chosen_truncated", "rejected_truncated"),
-            max_train_rows=cfg.max_train_rows,
-            seed=cfg.seed,
+        snap = rr.load_snapshot(
+            keep_optional=("completion_truncated", "chosen_truncated", "rejected_truncated")
         )
-        rr.attach_snapshot(snap)
         train = _unpair(snap.train)
         test = _unpair(snap.test)
         random.Random(cfg.seed).shuffle(train)
@@ -234,13 +228,8 @@ def run(cfg: Config) -> dict[str, Any]:
                 setattr(trainer, name, ds)
         if cfg.padding_free:
             pack_trainer(trainer, capacity=cfg.max_length)
-        with rr.autocast():
-            trainer.train(resume_from_checkpoint=rr.resume_from)
-        rr.write_progress(status="evaluating")
-        metrics: dict[str, Any] = {}
-        if len(test) >= 2 and cfg.final_eval:
-            with rr.autocast():
-                metrics = trainer.evaluate()
+        metrics = rr.train(trainer, evaluate=len(test) >= 2)
+        if metrics:
             policy = trainer.accelerator.unwrap_model(trainer.model)
             policy.eval()
             prompts = [r["prompt"] for r in test]

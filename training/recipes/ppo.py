@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .config import RecipeConfig, ReferenceMixin, _field
-from .data import load_snapshot, prompts_of
+from .data import prompts_of
 from .modeling import (
     ensure_distinct_pad,
     load_causal_lm,
@@ -228,17 +228,9 @@ def run(cfg: Config) -> dict[str, Any]:
         from trl.experimental.ppo import PPOConfig
 
     with RecipeRun(cfg) as rr:
-        snap = load_snapshot(
-            cfg.snapshot_dir,
-            kinds=cfg.SNAPSHOT_KINDS,
-            # PPO reads only the prompts (the policy writes its own answers): a row whose stored
-            # answer was cut off still brings a good prompt, so truncation drops nothing here.
-            drop_truncated=False,
-            keep_optional=(),
-            max_train_rows=cfg.max_train_rows,
-            seed=cfg.seed,
-        )
-        rr.attach_snapshot(snap)
+        # PPO reads only the prompts (the policy writes its own answers): a row whose stored
+        # answer was cut off still brings a good prompt, so truncation drops nothing here.
+        snap = rr.load_snapshot(drop_truncated=False)
         tok = load_tokenizer(cfg.model_name_or_path, padding_side="left")
         ensure_distinct_pad(tok)
         max_prompt = cfg.max_length - cfg.response_length

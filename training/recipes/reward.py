@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .config import PaddingFreeMixin, RecipeConfig, _field
-from .data import load_snapshot
 from .modeling import ensure_distinct_pad, load_sequence_classifier, load_tokenizer, lora_config
 from .packing import pack_trainer
 from .runtime import RecipeRun
@@ -52,15 +51,7 @@ def run(cfg: Config) -> dict[str, Any]:
     from trl import RewardConfig, RewardTrainer
 
     with RecipeRun(cfg) as rr:
-        snap = load_snapshot(
-            cfg.snapshot_dir,
-            kinds=cfg.SNAPSHOT_KINDS,
-            drop_truncated=cfg.drop_truncated,
-            keep_optional=("margin",) if cfg.use_margin else (),
-            max_train_rows=cfg.max_train_rows,
-            seed=cfg.seed,
-        )
-        rr.attach_snapshot(snap)
+        snap = rr.load_snapshot(keep_optional=("margin",) if cfg.use_margin else ())
         tok = load_tokenizer(cfg.model_name_or_path)
         ensure_distinct_pad(tok)
         model = load_sequence_classifier(cfg.model_name_or_path, cfg=cfg, tokenizer=tok)
@@ -87,10 +78,8 @@ def run(cfg: Config) -> dict[str, Any]:
         )
         if cfg.padding_free:
             pack_trainer(trainer, capacity=cfg.max_length)
-        with rr.autocast():
-            trainer.train(resume_from_checkpoint=rr.resume_from)
-        rr.write_progress(status="evaluating")
-        metrics = trainer.evaluate() if snap.test and cfg.final_eval else {}
+        # evaluated in float32, as the reward model scores answers (scoring.py)
+        metrics = rr.train(trainer, evaluate=bool(snap.test), eval_autocast=False)
         return rr.finish(
             trainer=trainer,
             tokenizer=tok,

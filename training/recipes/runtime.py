@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from .config import ConfigError, RecipeConfig
-from .data import Snapshot
+from .data import Snapshot, load_snapshot
 from .modeling import load_dtype, use_bf16, use_cuda
 
 logger = logging.getLogger(__name__)
@@ -167,6 +167,18 @@ class RecipeRun:
             return cpu_bf16_autocast()
         return contextlib.nullcontext()
 
+    def train(self, trainer: Any, *, evaluate: bool, eval_autocast: bool = True) -> dict[str, Any]:
+        """``trainer.train()`` under autocast, resumed from the checkpoint attach_snapshot picked; then, with
+        ``evaluate`` (a test split to score) and the config's ``final_eval``, ``trainer.evaluate()``, under
+        autocast unless ``eval_autocast`` is off. Returns the evaluation's metrics ({} without one)."""
+        with self.autocast():
+            trainer.train(resume_from_checkpoint=self.resume_from)
+        self.write_progress(status="evaluating")
+        if not (evaluate and self.cfg.final_eval):
+            return {}
+        with self.autocast() if eval_autocast else contextlib.nullcontext():
+            return trainer.evaluate()
+
     def write_progress(self, **fields: Any) -> None:
         self._progress.update(fields)
         self._progress["updated_at"] = datetime.now(UTC).isoformat()
@@ -188,6 +200,23 @@ class RecipeRun:
         return _callback_class()(self, step_offset or (lambda: 0))
 
     # --- data + resume ------------------------------------------------------------------------
+    def load_snapshot(
+        self, *, keep_optional: tuple[str, ...] = (), drop_truncated: bool | str | None = None
+    ) -> Snapshot:
+        """The config's snapshot (its folder, the method's kinds, ``max_train_rows``, ``seed``; cut-off rows
+        dropped by ``drop_truncated``, the config's unless given), attached to this run (attach_snapshot)."""
+        cfg = self.cfg
+        snapshot = load_snapshot(
+            cfg.snapshot_dir,
+            kinds=cfg.SNAPSHOT_KINDS,
+            drop_truncated=cfg.drop_truncated if drop_truncated is None else drop_truncated,
+            keep_optional=keep_optional,
+            max_train_rows=cfg.max_train_rows,
+            seed=cfg.seed,
+        )
+        self.attach_snapshot(snapshot)
+        return snapshot
+
     def attach_snapshot(self, snapshot: Snapshot) -> None:
         """Record the data; pick the checkpoint to resume from (refusing a foreign one)."""
         self.snapshot = snapshot

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .config import RecipeConfig, _field
-from .data import load_snapshot
 from .modeling import ensure_distinct_pad, load_causal_lm, load_tokenizer, lora_config
 from .runtime import RecipeRun
 
@@ -41,15 +40,7 @@ def run(cfg: Config) -> dict[str, Any]:
     from trl import SFTConfig, SFTTrainer
 
     with RecipeRun(cfg) as rr:
-        snap = load_snapshot(
-            cfg.snapshot_dir,
-            kinds=cfg.SNAPSHOT_KINDS,
-            drop_truncated=cfg.drop_truncated,
-            keep_optional=(),
-            max_train_rows=cfg.max_train_rows,
-            seed=cfg.seed,
-        )
-        rr.attach_snapshot(snap)
+        snap = rr.load_snapshot()
         tok = load_tokenizer(cfg.model_name_or_path)
         ensure_distinct_pad(tok)
         model = load_causal_lm(cfg.model_name_or_path, cfg=cfg, tokenizer=tok)
@@ -68,10 +59,7 @@ def run(cfg: Config) -> dict[str, Any]:
             peft_config=lora_config(cfg, "CAUSAL_LM"),
             callbacks=[rr.callback()],
         )
-        with rr.autocast():
-            trainer.train(resume_from_checkpoint=rr.resume_from)
-            rr.write_progress(status="evaluating")
-            metrics = trainer.evaluate() if snap.test and cfg.final_eval else {}
+        metrics = rr.train(trainer, evaluate=bool(snap.test))
         if "eval_loss" in metrics:
             metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
         return rr.finish(
