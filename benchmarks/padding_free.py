@@ -66,7 +66,9 @@ def synthetic_snapshot(folder: Path, rows: int, tokenizer) -> Path:
     return folder
 
 
-def train_once(method: str, snapshot: Path, model: str, out: Path, steps: int, padding_free: bool) -> dict:
+def train_once(method: str, snapshot: Path, model: str, out: Path, steps: int, **overrides: object) -> dict:
+    """Train ``steps`` steps at the closed loop's settings (with ``overrides``): the training seconds, the
+    logged losses and the token slots the packing planner saw."""
     from training.recipes import packing, recipe
 
     slots = {"padded": 0, "packed": 0, "real": 0}
@@ -86,17 +88,38 @@ def train_once(method: str, snapshot: Path, model: str, out: Path, steps: int, p
             "model_name_or_path": model, "snapshot_dir": str(snapshot), "output_dir": str(out),
             "device": "cpu", "max_steps": steps, "per_device_train_batch_size": 8, "learning_rate": 2e-4,
             "max_length": 256, "lora_r": 16, "lora_alpha": 32, "save_steps": 1000, "logging_steps": 1,
-            "drop_truncated": False, "padding_free": padding_free, "seed": 0,
+            "drop_truncated": False, "seed": 0,
             "save_mode": "merged" if method == "reward" else "adapter",  # a reward model is saved merged
             "lora_dropout": 0.0,  # no random masks: both sides compute the same losses
         }  # fmt: skip
-        mod.run(mod.Config.from_dict(cfg))
+        mod.run(mod.Config.from_dict({**cfg, **overrides}))
     finally:
         packing.plan_packing = real_plan
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     seconds = next(x["train_runtime"] for x in lines if "train_runtime" in x)
     losses = [round(x["loss"], 4) for x in lines if "loss" in x]
     return {"seconds": seconds, "losses": losses, **slots}
+
+
+def prepare(model: str | None, snapshot: str | None, rows: int, *, prefix: str) -> tuple[str, Path, Path]:
+    """The model folder (default: the demo model), a scratch folder, and the rows to train on: the train
+    split of ``snapshot`` (no evaluation pass in the timings), or ``rows`` rows built here."""
+    from transformers import AutoTokenizer
+
+    from inference.engines.demo_model import ensure_demo_model
+
+    model = model or str(ensure_demo_model())
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    if not snapshot:
+        return model, tmp, synthetic_snapshot(tmp / "snapshot", rows, AutoTokenizer.from_pretrained(model))
+    folder = tmp / "snapshot"
+    folder.mkdir()
+    train = (Path(snapshot) / "train.jsonl").read_text()
+    (folder / "train.jsonl").write_text(train)
+    manifest = json.loads((Path(snapshot) / "manifest.json").read_text())
+    manifest["row_counts"] = {"train": len(train.splitlines()), "test": 0}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return model, tmp, folder
 
 
 def main() -> None:
@@ -110,29 +133,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=64, help="rows of the snapshot built here")
     parser.add_argument("--model", default=None, help="a causal LM folder (default: the demo model)")
     args = parser.parse_args()
-
-    from transformers import AutoTokenizer
-
-    from inference.engines.demo_model import ensure_demo_model
-
-    model = args.model or str(ensure_demo_model())
-    tmp = Path(tempfile.mkdtemp(prefix="arbiter-bench-pf-"))
-    if args.snapshot:  # its train split only: no evaluation pass in the slot counts
-        snapshot = tmp / "snapshot"
-        snapshot.mkdir()
-        train = (Path(args.snapshot) / "train.jsonl").read_text()
-        (snapshot / "train.jsonl").write_text(train)
-        manifest = json.loads((Path(args.snapshot) / "manifest.json").read_text())
-        manifest["row_counts"] = {"train": len(train.splitlines()), "test": 0}
-        (snapshot / "manifest.json").write_text(json.dumps(manifest))
-    else:
-        snapshot = synthetic_snapshot(tmp / "snapshot", args.rows, AutoTokenizer.from_pretrained(model))
+    model, tmp, snapshot = prepare(args.model, args.snapshot, args.rows, prefix="arbiter-bench-pf-")
     for method in args.methods.split(","):
         runs: dict[bool, list[dict]] = {False: [], True: []}
         for r in range(args.rounds):
             for padding_free in (False, True):
                 out = tmp / f"{method}-{padding_free}-{r}"
-                runs[padding_free].append(train_once(method, snapshot, model, out, args.steps, padding_free))
+                runs[padding_free].append(
+                    train_once(method, snapshot, model, out, args.steps, padding_free=padding_free)
+                )
         padded = min(x["seconds"] for x in runs[False])
         packed = min(x["seconds"] for x in runs[True])
         per_step = {k: runs[True][0][k] / args.steps for k in ("padded", "packed", "real")}

@@ -1,0 +1,226 @@
+"""Logits at completion tokens only: the LM head and the log-softmax where a loss reads them.
+
+TRL 1.12's DPO trainer asks the model for the logits of every slot of the padded batch
+(``[batch, length, vocab]``: the prompt, the completion and the padding, 49,152 columns each for the
+demo model) and then runs a log-softmax, an entropy, a mean and an argmax over all of them, although
+the loss and every logged metric read the completion tokens alone. On a CPU those passes over
+hundreds of megabytes cost as much as the model's matrix products: profiled on the closed loop's
+pairs (the demo model, batches of 8 pairs, float32), a 17 s step spent 7.5 s in ``aten::mm`` and most
+of the rest in ``index_select``, ``fill_``, ``cat``, ``copy_``, ``sub`` and ``mul`` over logits.
+
+:func:`completion_logps` runs the decoder (packed when packing pays, as in
+:mod:`training.recipes.packing`), takes the hidden states at the slots that predict a completion
+token, and applies the LM head to those rows only. :func:`lean_dpo_loss` puts it under a
+``DPOTrainer``: the same loss (``sigmoid`` and ``sft`` terms, in any weights; anything else goes to
+TRL's own code), the same metrics under the same names, fewer bytes moved.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from training.recipes import packing
+
+if TYPE_CHECKING:
+    import torch
+
+#: DPO loss terms this module computes itself; with any other, the trainer keeps TRL's code.
+LEAN_DPO_LOSSES = frozenset({"sigmoid", "sft"})
+
+
+@dataclass(frozen=True)
+class CompletionLogps:
+    """Per-token log-probabilities of the completion tokens of a batch, and the rows' sums."""
+
+    #: log p(token) for every completion token, in row-major order of the batch
+    token_logps: torch.Tensor  # [n]
+    #: which row of the batch each of those tokens belongs to
+    rows: torch.Tensor  # [n]
+    #: the sum per row (0 for a row without completion tokens)
+    sums: torch.Tensor  # [batch]
+    #: for the metrics (no gradient; empty when not asked for): each token's entropy, mean logit and whether
+    #: the argmax was the token
+    entropy: torch.Tensor  # [n]
+    mean_logit: torch.Tensor  # [n]
+    correct: torch.Tensor  # [n], bool
+
+
+def supports_lean_head(causal_lm: Any) -> bool:
+    """Whether the model's logits are ``lm_head(decoder(...).last_hidden_state)`` and nothing more: a model
+    that scales or caps its logits after the head (Gemma 2's soft-capping, Cohere's logit scale) is left to
+    its own ``forward``."""
+    inner = packing.innermost_model(causal_lm)
+    cfg = getattr(inner, "config", None)
+    if cfg is None or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return False
+    try:
+        return inner.get_decoder() is not None and inner.get_output_embeddings() is not None
+    except (AttributeError, NotImplementedError):
+        return False
+
+
+def completion_logps(
+    causal_lm: Any,
+    *,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    capacity: int | None,
+    metrics: bool = True,
+) -> CompletionLogps:
+    """Log-probabilities of the tokens where ``completion_mask`` is 1 (each predicted from the slot before
+    it), computing the LM head at those slots only. ``capacity`` (the longest packed row; None: never pack)
+    packs the batch's sequences as :func:`training.recipes.packing.plan_packing` does when that pays.
+    ``metrics=False`` skips the entropy, mean logit and argmax (left empty)."""
+    import torch
+
+    inner = packing.innermost_model(causal_lm)
+    decoder, head = inner.get_decoder(), inner.get_output_embeddings()
+    batch, length = input_ids.shape
+    plan = None if capacity is None else packing.plan_packing(input_ids, attention_mask, capacity=capacity)
+    if plan is None:
+        hidden = decoder(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
+        flat = hidden.reshape(batch * length, hidden.shape[-1])
+    else:
+        hidden = decoder(
+            input_ids=plan.input_ids, attention_mask=None, position_ids=plan.position_ids, use_cache=False
+        ).last_hidden_state
+        flat = hidden.reshape(plan.rows * plan.width, hidden.shape[-1])
+    # slot (b, t) predicts token (b, t + 1): keep the slots whose next token is a completion token
+    target = completion_mask[:, 1:].bool() & attention_mask[:, 1:].bool()
+    rows, cols = target.nonzero(as_tuple=True)
+    slots = rows * length + cols
+    if plan is not None:
+        slots = plan.gather[slots]
+    labels = input_ids[rows, cols + 1]
+    logits = head(flat.index_select(0, slots)).float()  # [n, vocab]
+    lse = torch.logsumexp(logits, dim=-1)
+    token_logps = logits.gather(1, labels[:, None])[:, 0] - lse
+    sums = token_logps.new_zeros(batch).index_add(0, rows, token_logps)
+    entropy = mean_logit = token_logps.new_empty(0)
+    correct = torch.zeros(0, dtype=torch.bool, device=labels.device)
+    if metrics:
+        with torch.no_grad():
+            probs = torch.softmax(logits, dim=-1)
+            entropy = lse - (probs * logits).sum(-1)
+            mean_logit = logits.mean(-1)
+            correct = logits.argmax(-1) == labels
+    return CompletionLogps(
+        token_logps=token_logps,
+        rows=rows,
+        sums=sums,
+        entropy=entropy,
+        mean_logit=mean_logit,
+        correct=correct,
+    )
+
+
+def lean_dpo_loss(trainer: Any, *, capacity: int | None) -> bool:
+    """Compute ``trainer``'s (a TRL ``DPOTrainer``'s) loss from completion-token logits only
+    (:func:`completion_logps`). False, and TRL's code kept, where its settings need more than this module
+    computes: other loss terms, an f-divergence other than reverse KL, LD-DPO's ``ld_alpha``, WPO
+    weighting, a mixture-of-experts auxiliary loss, Liger kernels or a model that post-processes its
+    logits. Calls that want the outputs back (``return_outputs``) go to TRL's code as well."""
+    if (
+        not set(trainer.loss_types) <= LEAN_DPO_LOSSES
+        or trainer.f_divergence_type != "reverse_kl"
+        or trainer.ld_alpha is not None
+        or trainer.use_weighting
+        or trainer.aux_loss_enabled
+        or trainer.use_liger_kernel
+        or not supports_lean_head(trainer.model)
+        or (trainer.ref_model is not None and not supports_lean_head(trainer.ref_model))
+    ):
+        return False
+    original = trainer._compute_loss
+
+    def _compute_loss(self: Any, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+        if return_outputs:
+            return original(model, inputs, return_outputs)
+        return _lean_dpo_compute_loss(self, model, inputs, capacity=capacity)
+
+    trainer._compute_loss = types.MethodType(_compute_loss, trainer)
+    return True
+
+
+def _reference_logps(trainer: Any, model: Any, inputs: dict[str, Any], *, capacity: int | None) -> Any:
+    """The reference policy's summed completion log-probabilities (TRL's choice of reference: the given
+    reference model, else the policy with its adapter off, or set to the adapter named "ref")."""
+    import torch
+    from accelerate.utils import is_peft_model
+    from trl.trainer.utils import use_adapter
+
+    kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask", "completion_mask")}
+    with torch.no_grad():
+        if trainer.ref_model is None and is_peft_model(model):
+            unwrapped = trainer.accelerator.unwrap_model(model)
+            with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
+                return completion_logps(unwrapped, capacity=capacity, metrics=False, **kwargs).sums
+        ref = trainer.ref_model if trainer.ref_model is not None else model
+        return completion_logps(ref, capacity=capacity, metrics=False, **kwargs).sums
+
+
+def _lean_dpo_compute_loss(trainer: Any, model: Any, inputs: dict[str, Any], *, capacity: int | None) -> Any:
+    """TRL 1.12's ``DPOTrainer._compute_loss`` for the sigmoid and SFT terms, on completion tokens only."""
+    import torch
+    import torch.nn.functional as F
+
+    self = trainer
+    mode = "train" if self.model.training else "eval"
+    acc = self.accelerator
+    input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+    out = completion_logps(
+        model,
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        completion_mask=inputs["completion_mask"],
+        capacity=capacity,
+    )
+    half = input_ids.shape[0] // 2  # the batch is [chosen..., rejected...]
+    chosen_logps, rejected_logps = out.sums[:half], out.sums[half:]
+    if self.precompute_ref_logps:
+        ref_chosen_logps, ref_rejected_logps = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+    else:
+        ref_sums = _reference_logps(self, model, inputs, capacity=capacity)
+        ref_chosen_logps, ref_rejected_logps = ref_sums[:half], ref_sums[half:]
+    chosen_logratios = chosen_logps - ref_chosen_logps
+    rejected_logratios = rejected_logps - ref_rejected_logps
+
+    chosen_tokens = out.rows < half
+    loss = 0.0
+    for loss_type, weight in zip(self.loss_types, self.loss_weights, strict=True):
+        if loss_type == "sigmoid":
+            term = (-F.logsigmoid(self.beta * (chosen_logratios - rejected_logratios))).mean()
+        else:  # "sft": cross-entropy of the chosen completions' tokens, averaged over those tokens
+            term = -out.token_logps[chosen_tokens].mean()
+        loss = loss + term * weight
+
+    metrics = self._metrics[mode]
+    n_tokens = acc.gather_for_metrics(out.token_logps.new_tensor(float(out.entropy.numel()))).sum()
+    entropy_sum = acc.gather_for_metrics(out.entropy.sum()).sum()
+    metrics["entropy"].append((entropy_sum / n_tokens).item() if n_tokens > 0 else 0.0)
+    if mode == "train":
+        self._total_train_tokens += acc.gather_for_metrics(attention_mask.sum()).sum().item()
+    metrics["num_tokens"] = [self._total_train_tokens]
+    for name, picked in (("chosen", chosen_tokens), ("rejected", ~chosen_tokens)):
+        total = acc.gather_for_metrics(out.mean_logit[picked].sum()).sum().item()
+        count = acc.gather_for_metrics(picked.sum()).sum().item()
+        metrics[f"logits/{name}"].append(total / count if count > 0 else 0.0)
+    correct = acc.gather_for_metrics(out.correct[chosen_tokens].sum()).sum()
+    count = acc.gather_for_metrics(chosen_tokens.sum()).sum()
+    metrics["mean_token_accuracy"].append((correct / count).item() if count > 0 else 0.0)
+    chosen_rewards = self.beta * chosen_logratios.detach()
+    rejected_rewards = self.beta * rejected_logratios.detach()
+    metrics["rewards/chosen"].append(acc.gather(chosen_rewards).mean().item())
+    metrics["rewards/rejected"].append(acc.gather(rejected_rewards).mean().item())
+    metrics["rewards/accuracies"].append(
+        acc.gather((chosen_rewards > rejected_rewards).float()).mean().item()
+    )
+    metrics["rewards/margins"].append(acc.gather(chosen_rewards - rejected_rewards).mean().item())
+    metrics["logps/chosen"].append(acc.gather(chosen_logps.detach()).mean().item())
+    metrics["logps/rejected"].append(acc.gather(rejected_logps.detach()).mean().item())
+    return loss
