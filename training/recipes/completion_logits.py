@@ -12,7 +12,10 @@ of the rest in ``index_select``, ``fill_``, ``cat``, ``copy_``, ``sub`` and ``mu
 :mod:`training.recipes.packing`), takes the hidden states at the slots that predict a completion
 token, and applies the LM head to those rows only. :func:`lean_dpo_loss` puts it under a
 ``DPOTrainer``: the same loss (``sigmoid`` and ``sft`` terms, in any weights; anything else goes to
-TRL's own code), the same metrics under the same names, fewer bytes moved.
+TRL's own code), the same metrics under the same names, fewer bytes moved. :func:`lean_kto_loss` does
+the same under a ``KTOTrainer`` (its four passes: the policy and the reference, on the batch and on
+its KL estimate's mismatched pairs), and computes the recipe's SFT term on thumbs-up answers from the
+policy's pass instead of a fifth one (training/recipes/kto.py, ``desirable_nll``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
 
 #: DPO loss terms this module computes itself; with any other, the trainer keeps TRL's code.
 LEAN_DPO_LOSSES = frozenset({"sigmoid", "sft"})
+#: KTO loss types this module computes itself.
+LEAN_KTO_LOSSES = frozenset({"kto", "apo_zero_unpaired"})
 
 
 @dataclass(frozen=True)
@@ -130,10 +135,7 @@ def lean_dpo_loss(trainer: Any, *, capacity: int | None) -> bool:
         or trainer.f_divergence_type != "reverse_kl"
         or trainer.ld_alpha is not None
         or trainer.use_weighting
-        or trainer.aux_loss_enabled
-        or trainer.use_liger_kernel
-        or not supports_lean_head(trainer.model)
-        or (trainer.ref_model is not None and not supports_lean_head(trainer.ref_model))
+        or not _lean_models(trainer)
     ):
         return False
     original = trainer._compute_loss
@@ -147,45 +149,76 @@ def lean_dpo_loss(trainer: Any, *, capacity: int | None) -> bool:
     return True
 
 
-def _reference_logps(trainer: Any, model: Any, inputs: dict[str, Any], *, capacity: int | None) -> Any:
-    """The reference policy's summed completion log-probabilities (TRL's choice of reference: the given
-    reference model, else the policy with its adapter off, or set to the adapter named "ref")."""
+def _lean_models(trainer: Any) -> bool:
+    """Whether the trainer's policy and reference models can run with the LM head applied here."""
+    return not (
+        trainer.aux_loss_enabled
+        or trainer.use_liger_kernel
+        or not supports_lean_head(trainer.model)
+        or (trainer.ref_model is not None and not supports_lean_head(trainer.ref_model))
+    )
+
+
+def lean_kto_loss(trainer: Any, *, capacity: int | None, sft_weight: float = 0.0) -> bool:
+    """Compute ``trainer``'s (a TRL ``KTOTrainer``'s) loss from completion-token logits only, adding
+    ``sft_weight`` x the mean negative log-likelihood of the thumbs-up completions' tokens to training
+    losses (logged as ``sft_nll``; the trainer's ``sft_in_loss`` is set, for training/recipes/kto.py's
+    ``with_sft_term`` to leave it out). False, and TRL's code kept, for other loss types and where
+    :func:`lean_dpo_loss` keeps it too (a mixture of experts, Liger kernels, post-processed logits)."""
+    if trainer.loss_type not in LEAN_KTO_LOSSES or not _lean_models(trainer):
+        return False
+    original = trainer._compute_loss
+
+    def _compute_loss(self: Any, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+        if return_outputs:
+            return original(model, inputs, return_outputs)
+        return _lean_kto_compute_loss(self, model, inputs, capacity=capacity, sft_weight=sft_weight)
+
+    trainer._compute_loss = types.MethodType(_compute_loss, trainer)
+    trainer.sft_in_loss = sft_weight > 0
+    return True
+
+
+def _reference_sums(trainer: Any, model: Any, *batches: dict[str, Any], capacity: int | None) -> list[Any]:
+    """The reference policy's summed completion log-probabilities for each batch (``input_ids``,
+    ``attention_mask``, ``completion_mask``), chosen as TRL chooses it: the given reference model, else the
+    policy with its adapter off (or set to the adapter named "ref")."""
     import torch
     from accelerate.utils import is_peft_model
     from trl.trainer.utils import use_adapter
 
-    kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask", "completion_mask")}
+    def sums(ref: Any) -> list[Any]:
+        return [completion_logps(ref, capacity=capacity, metrics=False, **b).sums for b in batches]
+
     with torch.no_grad():
         if trainer.ref_model is None and is_peft_model(model):
             unwrapped = trainer.accelerator.unwrap_model(model)
             with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
-                return completion_logps(unwrapped, capacity=capacity, metrics=False, **kwargs).sums
-        ref = trainer.ref_model if trainer.ref_model is not None else model
-        return completion_logps(ref, capacity=capacity, metrics=False, **kwargs).sums
+                return sums(unwrapped)
+        return sums(trainer.ref_model if trainer.ref_model is not None else model)
+
+
+def _sequences(inputs: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The ``input_ids`` / ``attention_mask`` / ``completion_mask`` of a batch (``prefix`` "KL_": its KL
+    estimate's mismatched sequences)."""
+    return {k: inputs[prefix + k] for k in ("input_ids", "attention_mask", "completion_mask")}
 
 
 def _lean_dpo_compute_loss(trainer: Any, model: Any, inputs: dict[str, Any], *, capacity: int | None) -> Any:
     """TRL 1.12's ``DPOTrainer._compute_loss`` for the sigmoid and SFT terms, on completion tokens only."""
-    import torch
     import torch.nn.functional as F
 
     self = trainer
     mode = "train" if self.model.training else "eval"
     acc = self.accelerator
     input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
-    out = completion_logps(
-        model,
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        completion_mask=inputs["completion_mask"],
-        capacity=capacity,
-    )
+    out = completion_logps(model, capacity=capacity, **_sequences(inputs))
     half = input_ids.shape[0] // 2  # the batch is [chosen..., rejected...]
     chosen_logps, rejected_logps = out.sums[:half], out.sums[half:]
     if self.precompute_ref_logps:
         ref_chosen_logps, ref_rejected_logps = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
     else:
-        ref_sums = _reference_logps(self, model, inputs, capacity=capacity)
+        (ref_sums,) = _reference_sums(self, model, _sequences(inputs), capacity=capacity)
         ref_chosen_logps, ref_rejected_logps = ref_sums[:half], ref_sums[half:]
     chosen_logratios = chosen_logps - ref_chosen_logps
     rejected_logratios = rejected_logps - ref_rejected_logps
@@ -223,4 +256,99 @@ def _lean_dpo_compute_loss(trainer: Any, model: Any, inputs: dict[str, Any], *, 
     metrics["rewards/margins"].append(acc.gather(chosen_rewards - rejected_rewards).mean().item())
     metrics["logps/chosen"].append(acc.gather(chosen_logps.detach()).mean().item())
     metrics["logps/rejected"].append(acc.gather(rejected_logps.detach()).mean().item())
+    return loss
+
+
+def _lean_kto_compute_loss(
+    trainer: Any, model: Any, inputs: dict[str, Any], *, capacity: int | None, sft_weight: float
+) -> Any:
+    """TRL 1.12's ``KTOTrainer._compute_loss`` (loss types kto and apo_zero_unpaired) on completion tokens
+    only, plus the SFT term on thumbs-up completions in training."""
+    import torch
+    import torch.nn.functional as F
+
+    self = trainer
+    mode = "train" if self.model.training else "eval"
+    acc = self.accelerator
+    batch = {k: (v.to(acc.device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+    up = torch.as_tensor(batch["label"], dtype=torch.bool, device=acc.device)
+    main = _sequences(batch)
+    kl_batch = _sequences(batch, "KL_") if self.calculate_KL else None
+    if kl_batch is not None:
+        with torch.no_grad():
+            kl_logps = completion_logps(model, capacity=capacity, metrics=False, **kl_batch).sums
+    out = completion_logps(model, capacity=capacity, **main)
+    chosen_idx = up.nonzero().view(-1)
+    rejected_idx = (~up).nonzero().view(-1)
+    chosen_logps, rejected_logps = (
+        out.sums.index_select(0, chosen_idx),
+        out.sums.index_select(0, rejected_idx),
+    )
+    if self.precompute_ref_logps:
+        ref_sums = batch["ref_logps"]
+        ref_kl_logps = batch["ref_KL_logps"] if kl_batch is not None else None
+    elif kl_batch is not None:
+        ref_kl_logps, ref_sums = _reference_sums(self, model, kl_batch, main, capacity=capacity)
+    else:
+        (ref_sums,), ref_kl_logps = _reference_sums(self, model, main, capacity=capacity), None
+    ref_chosen_logps, ref_rejected_logps = (
+        ref_sums.index_select(0, chosen_idx),
+        ref_sums.index_select(0, rejected_idx),
+    )
+    if kl_batch is not None:
+        kl = acc.gather_for_metrics((kl_logps - ref_kl_logps).mean().detach()).mean().clamp(min=0)
+    else:
+        kl = torch.zeros(1, device=chosen_logps.device)
+
+    empty = torch.zeros(0, device=acc.device)
+    chosen_losses = chosen_rewards = rejected_losses = rejected_rewards = empty
+    if chosen_logps.shape[0]:
+        chosen_logratios = chosen_logps - ref_chosen_logps
+        shift = kl if self.loss_type == "kto" else 0.0
+        chosen_losses = 1 - F.sigmoid(self.beta * (chosen_logratios - shift))
+        chosen_rewards = self.beta * chosen_logratios.detach()
+    if rejected_logps.shape[0]:
+        rejected_logratios = rejected_logps - ref_rejected_logps
+        if self.loss_type == "kto":
+            rejected_losses = 1 - F.sigmoid(self.beta * (kl - rejected_logratios))
+        else:
+            rejected_losses = F.sigmoid(self.beta * rejected_logratios)
+        rejected_rewards = self.beta * rejected_logratios.detach()
+    losses = torch.cat((self.desirable_weight * chosen_losses, self.undesirable_weight * rejected_losses), 0)
+    loss = losses.nanmean()
+
+    metrics = self._metrics[mode]
+    metrics["kl"].append(kl.item())
+    n_tokens = acc.gather_for_metrics(out.token_logps.new_tensor(float(out.entropy.numel()))).sum()
+    entropy_sum = acc.gather_for_metrics(out.entropy.sum()).sum()
+    metrics["entropy"].append((entropy_sum / n_tokens).item() if n_tokens > 0 else 0.0)
+    if mode == "train":
+        self._total_train_tokens += acc.gather_for_metrics(batch["attention_mask"].sum()).sum().item()
+    metrics["num_tokens"] = [self._total_train_tokens]
+    up_tokens = up[out.rows]
+    for name, picked in (("chosen", up_tokens), ("rejected", ~up_tokens)):
+        total = acc.gather_for_metrics(out.mean_logit[picked].sum()).sum().item()
+        count = acc.gather_for_metrics(picked.sum()).sum().item()
+        if count > 0:
+            metrics[f"logits/{name}"].append(total / count)
+    counts = {
+        "chosen": acc.gather_for_metrics(up.sum()).sum().item(),
+        "rejected": acc.gather_for_metrics((~up).sum()).sum().item(),
+    }
+    for name, rewards, logps in (
+        ("chosen", chosen_rewards, chosen_logps),
+        ("rejected", rejected_rewards, rejected_logps),
+    ):
+        if counts[name] > 0:
+            n = counts[name]
+            metrics[f"rewards/{name}"].append(acc.gather_for_metrics(rewards.nansum()).nansum().item() / n)
+            metrics[f"logps/{name}"].append(
+                acc.gather_for_metrics(logps.detach().nansum()).nansum().item() / n
+            )
+    if counts["chosen"] > 0 and counts["rejected"] > 0:
+        metrics["rewards/margins"].append(metrics["rewards/chosen"][-1] - metrics["rewards/rejected"][-1])
+    if sft_weight > 0 and model.training and bool(up_tokens.any()):
+        nll = -out.token_logps[up_tokens].mean()
+        self._metrics["train"]["sft_nll"].append(float(nll.detach()))
+        loss = loss + sft_weight * nll
     return loss

@@ -363,6 +363,19 @@ class PaddingFreeMixin:
 
 
 @dataclass
+class CompletionLogitsMixin:
+    """For methods whose loss reads the logits of completion tokens only (dpo, kto)."""
+
+    completion_logits_only: bool = _field(
+        True,
+        "Apply the LM head and the log-softmax at completion tokens only, where the loss and the "
+        "metrics read them, instead of at every slot of the padded batch (the same loss, fewer bytes "
+        "moved; training/recipes/completion_logits.py). Loss types it does not cover (DPO: other than "
+        "sigmoid and sft; KTO: other than kto and apo_zero_unpaired) keep TRL's own code.",
+    )
+
+
+@dataclass
 class CutOffPrefixMixin:
     """For methods that train answers as finished (dpo, kto): a cut-off answer's end-of-turn token."""
 

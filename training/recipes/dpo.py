@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .completion_logits import lean_dpo_loss
-from .config import CutOffPrefixMixin, PaddingFreeMixin, RecipeConfig, ReferenceMixin, _field
+from .config import (
+    CompletionLogitsMixin,
+    CutOffPrefixMixin,
+    PaddingFreeMixin,
+    RecipeConfig,
+    ReferenceMixin,
+    _field,
+)
 from .data import before_last_end
 from .modeling import ensure_distinct_pad, load_causal_lm, load_tokenizer, lora_config
 from .packing import pack_trainer
@@ -38,7 +45,7 @@ LOSS_TYPES = (
 
 
 @dataclass
-class Config(CutOffPrefixMixin, PaddingFreeMixin, ReferenceMixin, RecipeConfig):
+class Config(CompletionLogitsMixin, CutOffPrefixMixin, PaddingFreeMixin, ReferenceMixin, RecipeConfig):
     METHOD: ClassVar[str] = "dpo"
     SNAPSHOT_KINDS: ClassVar[tuple[str, ...]] = ("preference",)
     DEFAULT_LR: ClassVar[float] = 2e-4
@@ -53,13 +60,6 @@ class Config(CutOffPrefixMixin, PaddingFreeMixin, ReferenceMixin, RecipeConfig):
     label_smoothing: float = _field(0.0, "Assumed label noise for the 'robust'/cDPO loss, in [0, 0.5).")
     precompute_ref_log_probs: bool = _field(
         False, "Compute reference log-probs once before training (saves memory, not time, on CPU)."
-    )
-    completion_logits_only: bool = _field(
-        True,
-        "Apply the LM head and the log-softmax at completion tokens only, where the loss and the "
-        "metrics read them, instead of at every slot of the padded batch (the same loss, fewer bytes "
-        "moved; training/recipes/completion_logits.py). Loss types other than sigmoid and sft keep "
-        "TRL's own code.",
     )
 
     def validate(self, problems: list[tuple[str, str]]) -> None:

@@ -27,7 +27,15 @@ import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .config import CutOffPrefixMixin, PaddingFreeMixin, RecipeConfig, ReferenceMixin, _field
+from .completion_logits import lean_kto_loss
+from .config import (
+    CompletionLogitsMixin,
+    CutOffPrefixMixin,
+    PaddingFreeMixin,
+    RecipeConfig,
+    ReferenceMixin,
+    _field,
+)
 from .data import before_last_end
 from .modeling import ensure_distinct_pad, load_causal_lm, load_tokenizer, lora_config
 from .packing import pack_trainer
@@ -38,7 +46,7 @@ LOSS_TYPES = ("kto", "apo_zero_unpaired")
 
 
 @dataclass
-class Config(CutOffPrefixMixin, PaddingFreeMixin, ReferenceMixin, RecipeConfig):
+class Config(CompletionLogitsMixin, CutOffPrefixMixin, PaddingFreeMixin, ReferenceMixin, RecipeConfig):
     METHOD: ClassVar[str] = "kto"
     SNAPSHOT_KINDS: ClassVar[tuple[str, ...]] = ("unpaired", "preference")
     DEFAULT_LR: ClassVar[float] = 2e-4
@@ -108,14 +116,16 @@ def desirable_nll(model: Any, inputs: dict[str, Any]) -> Any:
 
 def with_sft_term(trainer_cls: type, weight: float) -> type:
     """``trainer_cls`` (TRL's KTOTrainer) with ``weight`` x desirable_nll added to each training loss
-    (logged as ``sft_nll``). Evaluation losses stay plain KTO."""
+    (logged as ``sft_nll``). Evaluation losses stay plain KTO. A trainer whose loss computes the term
+    itself from the policy's pass (``sft_in_loss``, set by completion_logits.lean_kto_loss) is left as
+    it is."""
 
     class KTOWithSFTTrainer(trainer_cls):  # type: ignore[misc, valid-type]
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             out = super().compute_loss(
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
-            if not model.training:
+            if not model.training or getattr(self, "sft_in_loss", False):
                 return out
             nll = desirable_nll(model, inputs)
             if nll is None:
@@ -228,6 +238,9 @@ def run(cfg: Config) -> dict[str, Any]:
                 setattr(trainer, name, ds)
         if cfg.padding_free:
             pack_trainer(trainer, capacity=cfg.max_length)
+        if cfg.completion_logits_only:
+            capacity = cfg.max_length if cfg.padding_free else None
+            lean_kto_loss(trainer, capacity=capacity, sft_weight=cfg.sft_weight)
         metrics = rr.train(trainer, evaluate=len(test) >= 2)
         if metrics:
             policy = trainer.accelerator.unwrap_model(trainer.model)

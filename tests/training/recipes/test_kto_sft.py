@@ -91,7 +91,8 @@ def test_apo_zero_unpaired_skips_the_kl_estimate_passes(tmp_path, tiny_lm, monke
 
     def counting_load(*args, **kwargs):
         model = real_load(*args, **kwargs)
-        model.register_forward_hook(lambda *_: calls.append(1))
+        # the decoder: the passes of completion_logits.py run it without the model's own forward
+        model.get_decoder().register_forward_hook(lambda *_: calls.append(1))
         return model
 
     monkeypatch.setattr(kto, "load_causal_lm", counting_load)
