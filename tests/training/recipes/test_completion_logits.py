@@ -80,13 +80,41 @@ def test_models_that_change_their_logits_after_the_head_are_left_alone(model):
         model.config.final_logit_softcapping = None
 
 
-def _dpo_trainer(tiny_lm, tmp_path, loss_type=("sigmoid", "sft")):
+def _trainer(tiny_lm, tmp_path, trainer_cls, config_cls, rows: list[dict], **config):
+    """A TRL trainer on the tiny model with a LoRA adapter whose B matrices are random (a trained adapter,
+    so that the policy and the reference differ), no dropout."""
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    args = config_cls(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=4,
+        max_length=128,
+        report_to=[],
+        gradient_checkpointing=False,
+        **config,
+    )
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = trainer_cls(
+        model=AutoModelForCausalLM.from_pretrained(tiny_lm),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=AutoTokenizer.from_pretrained(tiny_lm),
+        peft_config=lora,
+    )
+    with torch.no_grad():
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    return trainer
+
+
+def _dpo_trainer(tiny_lm, tmp_path, loss_type=("sigmoid", "sft")):
     from trl import DPOConfig, DPOTrainer
 
-    tok = AutoTokenizer.from_pretrained(tiny_lm)
     rows = [
         {
             "prompt": [{"role": "user", "content": f"question {i} " + "word " * (i % 3)}],
@@ -95,48 +123,50 @@ def _dpo_trainer(tiny_lm, tmp_path, loss_type=("sigmoid", "sft")):
         }
         for i in range(8)
     ]
-    args = DPOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        per_device_train_batch_size=4,
-        max_length=128,
+    return _trainer(
+        tiny_lm,
+        tmp_path,
+        DPOTrainer,
+        DPOConfig,
+        rows,
         loss_type=list(loss_type),
         loss_weights=[1.0, 0.5][: len(loss_type)],
-        report_to=[],
-        gradient_checkpointing=False,
-    )
-    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    return DPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(tiny_lm),
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tok,
-        peft_config=lora,
     )
 
 
-def test_lean_dpo_loss_equals_trl_loss_metrics_and_gradients(tiny_lm, tmp_path):
-    trainer = _dpo_trainer(tiny_lm, tmp_path)
+def _kto_trainer(tiny_lm, tmp_path, sft_weight: float, loss_type: str = "kto"):
+    from trl import KTOConfig, KTOTrainer
+
+    from training.recipes.kto import with_sft_term
+
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"question {i} " + "word " * (i % 3)}],
+            "completion": [
+                {"role": "assistant", "content": ("short " if i % 3 else "long answer ") * (1 + i)}
+            ],
+            "label": i % 3 != 0,
+        }
+        for i in range(8)
+    ]
+    cls = with_sft_term(KTOTrainer, sft_weight) if sft_weight else KTOTrainer
+    return _trainer(tiny_lm, tmp_path, cls, KTOConfig, rows, loss_type=loss_type, desirable_weight=1.5)
+
+
+def _loss_metrics_grads(trainer, batch) -> tuple[float, dict[str, float], list[torch.Tensor]]:
+    """One training loss through the trainer's compute_loss (the recipe's additions included), the
+    metrics it logged and the gradients it left."""
     model = trainer.model
-    with torch.no_grad():  # a trained adapter, so that the policy and the reference differ
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
-    batch = next(iter(trainer.get_train_dataloader()))
+    trainer._metrics["train"].clear()
+    model.zero_grad()
+    loss = trainer.compute_loss(model, batch)
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    return loss.item(), {k: v[-1] for k, v in trainer._metrics["train"].items()}, grads
 
-    def run() -> tuple[float, dict[str, float], list[torch.Tensor]]:
-        trainer._metrics["train"].clear()
-        model.zero_grad()
-        loss = trainer._compute_loss(model, batch, False)
-        loss.backward()
-        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
-        metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
-        return loss.item(), metrics, grads
 
-    trl_loss, trl_metrics, trl_grads = run()
-    assert lean_dpo_loss(trainer, capacity=128)
-    lean_loss, lean_metrics, lean_grads = run()
+def _assert_same(lean, trl) -> None:
+    (lean_loss, lean_metrics, lean_grads), (trl_loss, trl_metrics, trl_grads) = lean, trl
     assert lean_loss == pytest.approx(trl_loss, rel=1e-5)
     assert set(lean_metrics) == set(trl_metrics)
     trl_metrics["num_tokens"] *= (
@@ -148,6 +178,14 @@ def test_lean_dpo_loss_equals_trl_loss_metrics_and_gradients(tiny_lm, tmp_path):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)
 
 
+def test_lean_dpo_loss_equals_trl_loss_metrics_and_gradients(tiny_lm, tmp_path):
+    trainer = _dpo_trainer(tiny_lm, tmp_path)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trl = _loss_metrics_grads(trainer, batch)
+    assert lean_dpo_loss(trainer, capacity=128)
+    _assert_same(_loss_metrics_grads(trainer, batch), trl)
+
+
 def test_other_dpo_losses_keep_trl_code(tiny_lm, tmp_path):
     trainer = _dpo_trainer(tiny_lm, tmp_path, loss_type=("ipo",))
     before = trainer._compute_loss
@@ -155,74 +193,13 @@ def test_other_dpo_losses_keep_trl_code(tiny_lm, tmp_path):
     assert trainer._compute_loss == before
 
 
-def _kto_trainer(tiny_lm, tmp_path, sft_weight: float, loss_type: str = "kto"):
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import KTOConfig, KTOTrainer
-
-    from training.recipes.kto import with_sft_term
-
-    tok = AutoTokenizer.from_pretrained(tiny_lm)
-    rows = [
-        {
-            "prompt": [{"role": "user", "content": f"question {i} " + "word " * (i % 3)}],
-            "completion": [
-                {"role": "assistant", "content": ("short " if i % 3 else "long answer ") * (1 + i)}
-            ],
-            "label": i % 3 != 0,
-        }
-        for i in range(8)
-    ]
-    args = KTOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        per_device_train_batch_size=4,
-        max_length=128,
-        loss_type=loss_type,
-        desirable_weight=1.5,
-        report_to=[],
-        gradient_checkpointing=False,
-    )
-    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    cls = with_sft_term(KTOTrainer, sft_weight) if sft_weight else KTOTrainer
-    return cls(
-        model=AutoModelForCausalLM.from_pretrained(tiny_lm),
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tok,
-        peft_config=lora,
-    )
-
-
 @pytest.mark.parametrize("loss_type,sft_weight", [("kto", 0.5), ("apo_zero_unpaired", 0.0)])
 def test_lean_kto_loss_equals_trl_loss_with_the_sft_term(tiny_lm, tmp_path, loss_type, sft_weight):
     trainer = _kto_trainer(tiny_lm, tmp_path, sft_weight, loss_type)
-    model = trainer.model
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
     batch = next(iter(trainer.get_train_dataloader()))
     assert 0 < sum(batch["label"]) < len(batch["label"])
-
-    def run() -> tuple[float, dict[str, float], list[torch.Tensor]]:
-        trainer._metrics["train"].clear()
-        model.zero_grad()
-        loss = trainer.compute_loss(model, batch)  # the recipe's SFT term included
-        loss.backward()
-        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
-        return loss.item(), {k: v[-1] for k, v in trainer._metrics["train"].items()}, grads
-
-    trl_loss, trl_metrics, trl_grads = run()
+    trl = _loss_metrics_grads(trainer, batch)
     assert lean_kto_loss(trainer, capacity=128, sft_weight=sft_weight)
-    lean_loss, lean_metrics, lean_grads = run()
-    assert lean_loss == pytest.approx(trl_loss, rel=1e-5)
-    assert set(lean_metrics) == set(trl_metrics)
-    assert ("sft_nll" in lean_metrics) == (sft_weight > 0)
-    trl_metrics["num_tokens"] *= 2  # a running total
-    for key, value in trl_metrics.items():
-        assert lean_metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
-    for got, want in zip(lean_grads, trl_grads, strict=True):
-        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)
+    lean = _loss_metrics_grads(trainer, batch)
+    assert ("sft_nll" in lean[1]) == (sft_weight > 0)
+    _assert_same(lean, trl)
