@@ -25,6 +25,7 @@ took 339 s against 595 s and KTO 222 s.
 
 from __future__ import annotations
 
+import functools
 import types
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 from training.recipes import packing
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
 #: DPO loss terms this module computes itself; with any other, the trainer keeps TRL's code.
@@ -96,10 +99,7 @@ def completion_logps(
         ).last_hidden_state
         flat = hidden.reshape(batch * length, hidden.shape[-1])
     else:
-        hidden = decoder(
-            input_ids=plan.input_ids, attention_mask=None, position_ids=plan.position_ids, use_cache=False
-        ).last_hidden_state
-        flat = hidden.reshape(plan.rows * plan.width, hidden.shape[-1])
+        flat = packing.packed_hidden_states(decoder, plan)
     # slot (b, t) predicts token (b, t + 1): keep the slots whose next token is a completion token
     target = completion_mask[:, 1:].bool() & attention_mask[:, 1:].bool()
     rows, cols = target.nonzero(as_tuple=True)
@@ -143,15 +143,21 @@ def lean_dpo_loss(trainer: Any, *, capacity: int | None) -> bool:
         or not _lean_models(trainer)
     ):
         return False
+    _install(trainer, functools.partial(_lean_dpo_compute_loss, capacity=capacity))
+    return True
+
+
+def _install(trainer: Any, lean: Callable[[Any, Any, dict[str, Any]], Any]) -> None:
+    """Make ``lean(trainer, model, inputs)`` the trainer's ``_compute_loss``, except for calls that want
+    the model's outputs back, which keep the trainer's own."""
     original = trainer._compute_loss
 
     def _compute_loss(self: Any, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
         if return_outputs:
             return original(model, inputs, return_outputs)
-        return _lean_dpo_compute_loss(self, model, inputs, capacity=capacity)
+        return lean(self, model, inputs)
 
     trainer._compute_loss = types.MethodType(_compute_loss, trainer)
-    return True
 
 
 def _lean_models(trainer: Any) -> bool:
@@ -172,14 +178,7 @@ def lean_kto_loss(trainer: Any, *, capacity: int | None, sft_weight: float = 0.0
     :func:`lean_dpo_loss` keeps it too (a mixture of experts, Liger kernels, post-processed logits)."""
     if trainer.loss_type not in LEAN_KTO_LOSSES or not _lean_models(trainer):
         return False
-    original = trainer._compute_loss
-
-    def _compute_loss(self: Any, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
-        if return_outputs:
-            return original(model, inputs, return_outputs)
-        return _lean_kto_compute_loss(self, model, inputs, capacity=capacity, sft_weight=sft_weight)
-
-    trainer._compute_loss = types.MethodType(_compute_loss, trainer)
+    _install(trainer, functools.partial(_lean_kto_compute_loss, capacity=capacity, sft_weight=sft_weight))
     trainer.sft_in_loss = sft_weight > 0
     return True
 
@@ -207,6 +206,33 @@ def _sequences(inputs: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """The ``input_ids`` / ``attention_mask`` / ``completion_mask`` of a batch (``prefix`` "KL_": its KL
     estimate's mismatched sequences)."""
     return {k: inputs[prefix + k] for k in ("input_ids", "attention_mask", "completion_mask")}
+
+
+def _log_token_metrics(
+    trainer: Any,
+    mode: str,
+    out: CompletionLogps,
+    attention_mask: Any,
+    chosen_tokens: Any,
+    *,
+    none_as_zero: bool,
+) -> None:
+    """The metrics TRL's DPO and KTO trainers log alike: the mean entropy of the completion tokens, the
+    running count of tokens trained on, and the mean logit of the chosen and of the rejected completions'
+    tokens (``chosen_tokens`` marks the former; a side without tokens logs 0 with ``none_as_zero``, as
+    DPO does, and nothing otherwise, as KTO does)."""
+    acc, metrics = trainer.accelerator, trainer._metrics[mode]
+    n_tokens = acc.gather_for_metrics(out.token_logps.new_tensor(float(out.entropy.numel()))).sum()
+    entropy_sum = acc.gather_for_metrics(out.entropy.sum()).sum()
+    metrics["entropy"].append((entropy_sum / n_tokens).item() if n_tokens > 0 else 0.0)
+    if mode == "train":
+        trainer._total_train_tokens += acc.gather_for_metrics(attention_mask.sum()).sum().item()
+    metrics["num_tokens"] = [trainer._total_train_tokens]
+    for name, picked in (("chosen", chosen_tokens), ("rejected", ~chosen_tokens)):
+        total = acc.gather_for_metrics(out.mean_logit[picked].sum()).sum().item()
+        count = acc.gather_for_metrics(picked.sum()).sum().item()
+        if count > 0 or none_as_zero:
+            metrics[f"logits/{name}"].append(total / count if count > 0 else 0.0)
 
 
 def _lean_dpo_compute_loss(trainer: Any, model: Any, inputs: dict[str, Any], *, capacity: int | None) -> Any:
@@ -238,16 +264,7 @@ def _lean_dpo_compute_loss(trainer: Any, model: Any, inputs: dict[str, Any], *, 
         loss = loss + term * weight
 
     metrics = self._metrics[mode]
-    n_tokens = acc.gather_for_metrics(out.token_logps.new_tensor(float(out.entropy.numel()))).sum()
-    entropy_sum = acc.gather_for_metrics(out.entropy.sum()).sum()
-    metrics["entropy"].append((entropy_sum / n_tokens).item() if n_tokens > 0 else 0.0)
-    if mode == "train":
-        self._total_train_tokens += acc.gather_for_metrics(attention_mask.sum()).sum().item()
-    metrics["num_tokens"] = [self._total_train_tokens]
-    for name, picked in (("chosen", chosen_tokens), ("rejected", ~chosen_tokens)):
-        total = acc.gather_for_metrics(out.mean_logit[picked].sum()).sum().item()
-        count = acc.gather_for_metrics(picked.sum()).sum().item()
-        metrics[f"logits/{name}"].append(total / count if count > 0 else 0.0)
+    _log_token_metrics(self, mode, out, attention_mask, chosen_tokens, none_as_zero=True)
     correct = acc.gather_for_metrics(out.correct[chosen_tokens].sum()).sum()
     count = acc.gather_for_metrics(chosen_tokens.sum()).sum()
     metrics["mean_token_accuracy"].append((correct / count).item() if count > 0 else 0.0)
@@ -324,18 +341,8 @@ def _lean_kto_compute_loss(
 
     metrics = self._metrics[mode]
     metrics["kl"].append(kl.item())
-    n_tokens = acc.gather_for_metrics(out.token_logps.new_tensor(float(out.entropy.numel()))).sum()
-    entropy_sum = acc.gather_for_metrics(out.entropy.sum()).sum()
-    metrics["entropy"].append((entropy_sum / n_tokens).item() if n_tokens > 0 else 0.0)
-    if mode == "train":
-        self._total_train_tokens += acc.gather_for_metrics(batch["attention_mask"].sum()).sum().item()
-    metrics["num_tokens"] = [self._total_train_tokens]
     up_tokens = up[out.rows]
-    for name, picked in (("chosen", up_tokens), ("rejected", ~up_tokens)):
-        total = acc.gather_for_metrics(out.mean_logit[picked].sum()).sum().item()
-        count = acc.gather_for_metrics(picked.sum()).sum().item()
-        if count > 0:
-            metrics[f"logits/{name}"].append(total / count)
+    _log_token_metrics(self, mode, out, batch["attention_mask"], up_tokens, none_as_zero=False)
     counts = {
         "chosen": acc.gather_for_metrics(up.sum()).sum().item(),
         "rejected": acc.gather_for_metrics((~up).sum()).sum().item(),

@@ -168,6 +168,15 @@ def packed_forward(forward: Callable[..., Any], *, capacity: int) -> Callable[..
     return wrapper
 
 
+def packed_hidden_states(backbone: Any, plan: PackPlan) -> torch.Tensor:
+    """A transformers backbone's last hidden states on the packed rows, flat: ``[rows * width, hidden]``,
+    indexed by ``plan.gather``."""
+    hidden = backbone(
+        input_ids=plan.input_ids, attention_mask=None, position_ids=plan.position_ids, use_cache=False
+    ).last_hidden_state
+    return hidden.reshape(plan.rows * plan.width, hidden.shape[-1])
+
+
 def packed_classifier_forward(model: Any, *, capacity: int) -> Callable[..., Any]:
     """A sequence classifier's (reward model's) ``forward`` that packs padded training batches.
 
@@ -189,13 +198,11 @@ def packed_classifier_forward(model: Any, *, capacity: int) -> Callable[..., Any
             return forward(*args, **kwargs)
         input_ids, attention_mask = inputs
         batch, length = input_ids.shape
-        hidden = backbone(
-            input_ids=plan.input_ids, attention_mask=None, position_ids=plan.position_ids, use_cache=False
-        ).last_hidden_state
+        hidden = packed_hidden_states(backbone, plan)
         slots = torch.arange(length, device=input_ids.device)
         last = (slots * attention_mask.bool()).argmax(dim=1)  # each row's last real slot
         last_packed = plan.gather.view(batch, length).gather(1, last[:, None])[:, 0]
-        pooled = hidden.reshape(plan.rows * plan.width, hidden.shape[-1]).index_select(0, last_packed)
+        pooled = hidden.index_select(0, last_packed)
         return SequenceClassifierOutputWithPast(logits=model.score(pooled))
 
     wrapper.__arbiter_packed__ = True  # type: ignore[attr-defined]
