@@ -248,8 +248,16 @@ def _next_on_file(
 
     user = get_user_model().objects.get(pk=user_id)
     project = Project.objects.get(pk=project_id)
+    from feedback.services.distribution import locking
+
     item_next(project=project, user=get_user_model().objects.get(pk=first_id))
-    with CaptureQueriesContext(connection) as ctx:
+    locked: list[bool] = []
+
+    def under_lock(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        locked.append(locking._process_lock.locked())  # held from before the flock until after it is released
+        return execute(sql, params, many, context)
+
+    with CaptureQueriesContext(connection) as ctx, connection.execute_wrapper(under_lock):
         lease = item_next(project=project, user=user)
     other = sqlite3.connect(sqlite_file)
     seen = other.execute(
@@ -259,6 +267,7 @@ def _next_on_file(
     out.put(
         {
             "sql": [q["sql"] for q in ctx.captured_queries],
+            "locked": locked,
             "lease": [lease.pk, lease.item_id],
             "in_transaction": connection.connection.in_transaction,
             "seen": [list(r) for r in seen],
@@ -268,9 +277,9 @@ def _next_on_file(
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_next_on_a_sqlite_file_leases_in_autocommit(tmp_path, project_factory, user_factory, make_item):
-    """On a SQLite file the lease INSERT runs alone in autocommit under the file lock (write_statement): no
-    BEGIN, two statements in all (the live-lease check rides on the pick), and the lease is committed when next
-    returns."""
+    """On a SQLite file next is one statement, the INSERT that picks and leases, run in autocommit under the
+    write lock (write_statement): no BEGIN, the live-lease check riding on it, and the lease committed when
+    next returns."""
     if connection.vendor != "sqlite":
         pytest.skip("SQLite's write path (this run: PostgreSQL)")
     project = project_factory(annotations_required=2)
@@ -284,8 +293,8 @@ def test_next_on_a_sqlite_file_leases_in_autocommit(tmp_path, project_factory, u
     target.close()
     got = _run_child(_next_on_file, sqlite_file, project.pk, first.pk, user.pk)
     assert not any(q.upper().startswith("BEGIN") for q in got["sql"]), got["sql"]
-    assert len(got["sql"]) == 2, got["sql"]
-    assert got["sql"][-1].startswith("INSERT INTO") and not got["in_transaction"]
+    assert len(got["sql"]) == 1 and got["sql"][0].startswith("INSERT INTO"), got["sql"]
+    assert got["locked"] == [True] and not got["in_transaction"]
     assert got["seen"] == [got["lease"]]
 
 
@@ -301,6 +310,8 @@ def test_stale_pick_is_rechecked_under_the_row_lock(monkeypatch, project_factory
     from feedback.services import distribution
     from feedback.services.distribution import leasing
 
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite picks and leases in one statement under the write lock: its pick cannot be stale")
     project = project_factory(annotations_required=1)
     full, free = make_item(project), make_item(project)
     holder, late = user_factory(), user_factory()
@@ -308,42 +319,12 @@ def test_stale_pick_is_rechecked_under_the_row_lock(monkeypatch, project_factory
 
     real_pick = leasing._pick_sql
 
-    def stale_pick(order: str, *, exclude: int, limit: int = 1) -> str:
+    def stale_pick(order: str, *, exclude: int) -> str:
         # what a stale snapshot sees: no live leases anywhere
-        return real_pick(order, exclude=exclude, limit=limit).replace(
-            "l.expires_at > %s", "l.expires_at > %s AND 1 = 0"
-        )
+        return real_pick(order, exclude=exclude).replace("l.expires_at > %s", "l.expires_at > %s AND 1 = 0")
 
-    monkeypatch.setattr(leasing, "_pick_sql", stale_pick)  # where both backends' next looks it up
+    monkeypatch.setattr(leasing, "_pick_sql", stale_pick)  # where next looks it up
     lease = distribution.item_next(project=project, user=late)
     assert lease is not None and lease.item_id == free.pk  # the full item was refused, the next one taken
     assert Lease.objects.filter(item=full).count() == 1
     assert distribution.item_next(project=project, user=user_factory()) is None  # both full now
-
-
-def test_sqlite_reads_the_next_window_when_a_whole_window_was_taken(
-    monkeypatch, project_factory, user_factory, make_item
-):
-    """SQLite reads PICK_WINDOW free items outside the write lock; when every one of them was taken by the time
-    of the insert (a stale read), the insert leases nothing and the next window is read."""
-    from feedback.models import Lease
-    from feedback.services import distribution
-    from feedback.services.distribution import leasing
-
-    if connection.vendor != "sqlite":
-        pytest.skip("the window is SQLite's path; PostgreSQL locks one row at a time (test above)")
-    project = project_factory(annotations_required=1)
-    items = [make_item(project) for _ in range(distribution.PICK_WINDOW + 2)]
-    for _ in range(distribution.PICK_WINDOW):
-        distribution.item_next(project=project, user=user_factory())
-    real_pick = leasing._pick_sql
-
-    def stale_pick(order: str, *, exclude: int, limit: int = 1) -> str:
-        return real_pick(order, exclude=exclude, limit=limit).replace(
-            "l.expires_at > %s", "l.expires_at > %s AND 1 = 0"
-        )
-
-    monkeypatch.setattr(leasing, "_pick_sql", stale_pick)  # where both backends' next looks it up
-    lease = distribution.item_next(project=project, user=user_factory())
-    assert lease is not None and lease.item_id == items[distribution.PICK_WINDOW].pk
-    assert all(Lease.objects.filter(item=item).count() == 1 for item in items[: distribution.PICK_WINDOW + 1])

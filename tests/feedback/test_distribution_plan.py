@@ -1,5 +1,6 @@
 """The pick's query plan with many items done (DESIGN.md: SQLite ignored the partial "open items" index and
-walked finished items). The pick must search the partial index by project, never scan the item table."""
+walked finished items). The pick must search the partial index by project, never scan the item table. On
+PostgreSQL the pick is a SELECT (_pick_sql); on SQLite it is the lease INSERT's (_lease_next_sql_sqlite)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from django.utils import timezone
 
 from feedback.models import Item
 from feedback.services.distribution.raw import _dt
-from feedback.services.distribution.sql import _pick_sql
+from feedback.services.distribution.sql import _lease_next_sql_sqlite, _pick_sql
 
 pytestmark = pytest.mark.django_db
 
@@ -42,12 +43,22 @@ def _plan(sql: str, params: list) -> str:
         return "\n".join(row[0] for row in cursor.fetchall())
 
 
+def _pick(order: str, project_id: int, user_id: int, *, check_live: bool = False) -> tuple[str, list]:
+    """The pick as the backend runs it, and its parameters."""
+    now = _dt(timezone.now())
+    pick_params = [project_id, False, now, user_id, user_id]
+    if connection.vendor != "sqlite":
+        return _pick_sql(order, exclude=0), pick_params
+    live = [user_id, project_id, now] if check_live else []
+    return _lease_next_sql_sqlite(order, check_live), [user_id, now, now, *live, *pick_params]
+
+
 @pytest.mark.parametrize(
     ("order", "index"), [("fewest", "item_open_fewest"), ("priority", "item_open_priority")]
 )
 def test_pick_uses_the_partial_index(busy_project, order, index):
     project, user = busy_project
-    plan = _plan(_pick_sql(order, exclude=0), [project.pk, False, _dt(timezone.now()), user.pk, user.pk])
+    plan = _plan(*_pick(order, project.pk, user.pk))
     assert index in plan, plan
     if connection.vendor == "sqlite":
         item_lines = [line for line in plan.splitlines() if " i " in f" {line} " or "feedback_item" in line]
@@ -57,21 +68,16 @@ def test_pick_uses_the_partial_index(busy_project, order, index):
         assert "Seq Scan on feedback_item" not in plan, plan
 
 
-@pytest.mark.skipif(connection.vendor != "sqlite", reason="the merged live-lease check + pick is SQLite's")
+@pytest.mark.skipif(
+    connection.vendor != "sqlite", reason="the live-lease check in the lease INSERT is SQLite's"
+)
 @pytest.mark.parametrize(
     ("order", "index"), [("fewest", "item_open_fewest"), ("priority", "item_open_priority")]
 )
 def test_live_check_and_pick_keep_their_indexes(busy_project, order, index):
     """The first pick of a next carries the live-lease check (one statement): both halves keep their plans."""
-    from feedback.services.distribution import PICK_WINDOW
-    from feedback.services.distribution.sql import _live_and_pick_sql
-
     project, user = busy_project
-    now = _dt(timezone.now())
-    plan = _plan(
-        _live_and_pick_sql(order, PICK_WINDOW),
-        [user.pk, project.pk, now, project.pk, False, now, user.pk, user.pk],
-    )
+    plan = _plan(*_pick(order, project.pk, user.pk, check_live=True))
     item_lines = [line for line in plan.splitlines() if " i " in f" {line} " or "feedback_item" in line]
     assert all("SCAN" not in line for line in item_lines), plan
     assert f"SEARCH i USING INDEX {index} (project_id=?)" in plan, plan

@@ -4,11 +4,14 @@ Invariant (checked by the database where it can be, and by these statements wher
 for every item, ``annotations_count + live leases <= annotations_required``.
 
 How each backend makes racing ``next`` calls safe:
-- SQLite: every transaction starts with BEGIN IMMEDIATE (config/settings/base.py), so writers are serialised
-  from the first statement. The pick reads a window of free items outside any write transaction (WAL: it
-  never waits for the writer); the lock is then held for one INSERT ... SELECT that re-checks each of them
-  against the latest commit and leases the first with room. Holding the one write lock for the pick, as a
-  first version did, capped throughput at the pick's speed (measured in benchmarks/annotate_load.py).
+- SQLite: writers are serialised by the write lock (locking.py: this process's lock, then an flock, then
+  SQLite's own; a transaction starts with BEGIN IMMEDIATE). ``next`` is one INSERT ... SELECT run under that
+  lock: it picks the first item with room by the latest commit and leases it, so no other writer can come
+  between the pick and the lease. An earlier version read a window of free items outside the lock and
+  re-checked them in the INSERT, to keep the pick out of the lock; but every statement that starts after
+  another process's commit finds SQLite's page cache emptied (the pick re-read ~27 pages each time), and the
+  two statements, the window's rows and the re-check cost more than the lock time they saved: in process,
+  1.69 M instructions per next + submit against 2.13 M (callgrind), and one statement per next fewer.
 - PostgreSQL (READ COMMITTED): the pick locks the item row with ``FOR UPDATE SKIP LOCKED``; the lease is then
   inserted by ``arbiter_lease_insert`` (migration 0007), called by the same statement after the lock is
   taken, which re-counts live leases in a statement of its own. A VOLATILE function takes a fresh snapshot
@@ -18,21 +21,22 @@ Submit turns a lease into an annotation under the same row lock (it updates the 
 ``annotations_count + live leases`` never grows.
 
 SQL per call on the hot path (statements sent through Django's cursor; BEGIN is one on SQLite):
-- next, SQLite: live-lease check and pick in one statement (a window of items, with their prompts and
-  candidates) + insert (in autocommit under the file lock, see write_statement) = 2 (two more per re-read
-  window).
+- next, SQLite: the pick and the lease insert in one statement (in autocommit under the file lock, see
+  write_statement; it returns the item's prompt and candidates) = 1; with the live-lease check riding on it,
+  one more only when nothing was leased (a live lease, or nothing left).
 - next, PostgreSQL: live-lease check, pick (item, prompt and candidates in one row), order shown and lease
   insert in one statement, in autocommit (SET LOCAL synchronous_commit = off rides on it) = 1 (one more per
   re-pick).
 - submit, SQLite: BEGIN + delete lease (RETURNING order shown) + update item (RETURNING kind) + insert
-  annotation + insert derived rows = 5 (6 with a demonstration).
+  annotation + insert derived rows = 5 (6 with a demonstration); BEGIN and COMMIT are sent directly, without
+  an atomic block (locking.write_block).
 - submit, PostgreSQL, in autocommit (no BEGIN/COMMIT round trips): read the live lease (what validation
   needs; skipped when this process served the next, see _SUBMIT_CONTEXT) + take it, count it on the item,
   insert the annotation and all derived rows in one statement (data-modifying CTEs, atomic on its own) = 1-2.
 
 Modules: ``leasing`` (item_next, lease_candidates), ``submitting`` (annotation_submit), ``sql`` (the SQL text of
 both), ``raw`` (rows read and written without the ORM's layers), ``locking`` (SQLite's write lock:
-write_transaction, write_statement), ``submit_context`` (_SUBMIT_CONTEXT); skip, undo and reclaim are here.
+write_transaction, write_statement, write_block), ``submit_context`` (_SUBMIT_CONTEXT); skip, undo and reclaim are here.
 """
 
 from __future__ import annotations
@@ -45,13 +49,12 @@ from django.utils import timezone
 
 from feedback.errors import InvalidInput, NoLiveLease, NotFound, UndoWindowPassed
 from feedback.models import Annotation, Item, Lease, Skip
-from feedback.services.distribution.leasing import MAX_PICK_ATTEMPTS, PICK_WINDOW, item_next, lease_candidates
+from feedback.services.distribution.leasing import MAX_PICK_ATTEMPTS, item_next, lease_candidates
 from feedback.services.distribution.locking import write_statement, write_transaction
 from feedback.services.distribution.submitting import annotation_submit
 
 __all__ = [
     "MAX_PICK_ATTEMPTS",
-    "PICK_WINDOW",
     "annotation_submit",
     "annotation_undo",
     "item_next",

@@ -1,6 +1,5 @@
 """Leasing the next item (item_next): the pick and the lease insert on each backend, and the leased objects
-built from the rows that came back. _next_sql_pg is here, beside _lease_one_sqlite, so that both backends look
-_pick_sql up in this module alone (a test replaces it here)."""
+built from the rows that came back. PostgreSQL looks _pick_sql up in this module (a test replaces it here)."""
 
 from __future__ import annotations
 
@@ -18,17 +17,15 @@ from feedback.models import AssignmentOrder, Candidate, Item, Lease, Project, Pr
 from feedback.services.distribution.locking import write_statement
 from feedback.services.distribution.raw import _dt, _from_db, _is_pg, _loads
 from feedback.services.distribution.sql import (
-    _PICK_COLUMNS,
+    _LIVE_SQL,
     _PICK_COLUMNS_PG,
-    _insert_lease_among_sql,
-    _live_and_pick_sql,
+    _lease_next_sql_sqlite,
     _next_sql_pg_around,
     _pick_sql,
 )
 from feedback.services.distribution.submit_context import _remember_for_submit
 
-MAX_PICK_ATTEMPTS = 8
-PICK_WINDOW = 8  # SQLite: free items read per pick, outside the write lock
+MAX_PICK_ATTEMPTS = 8  # PostgreSQL: picks per next when picked items were filled meanwhile
 
 
 def _build_lease(
@@ -42,8 +39,8 @@ def _build_lease(
     expires_at: datetime,
 ) -> Lease:
     """The leased objects from the item's row (its six columns, the prompt's text and messages, the candidates as
-    JSON: PostgreSQL's pick row; on SQLite the pick row's item columns and what the lease INSERT returned),
-    without another query; ``candidates_shown`` in ``order_shown``."""
+    JSON: PostgreSQL's pick row; on SQLite what the lease INSERT returned), without another query;
+    ``candidates_shown`` in ``order_shown``."""
     item_id, prompt_id, count, required, is_gold, priority, p_text, p_messages = item_row[:8]
     project_id = project.pk
     prompt = _from_db(
@@ -177,63 +174,46 @@ def _lease_one_pg(
 def _lease_one_sqlite(
     *, project: Project, user: AbstractBaseUser, now: datetime, gold: bool, check_live: bool = False
 ) -> Lease | None:
-    """SQLite: read a window of PICK_WINDOW free items (their candidate ids) *outside* the write lock (in WAL
-    mode a reader never waits for the writer), then hold the lock for one statement only: the INSERT that
-    leases the first of them that still has room by the latest commit. The lock is the bottleneck of every
-    writer on SQLite, so the pick must not run under it. With ``check_live``, the first read also looks for
-    the user's live lease in the project, which wins (a reload)."""
+    """SQLite: pick and lease in one statement under the write lock (_lease_next_sql_sqlite), so the pick sees
+    the latest commit and no other writer can take the item between the two. With ``check_live``, the
+    statement leases nothing while the user holds a live lease in the project, and that lease comes back (a
+    reload)."""
     expires_at = now + timedelta(seconds=project.lease_ttl_seconds)
     now_p, expires_p = _dt(now), _dt(expires_at)
     order = project.assignment_order
-    tried: list[int] = []
     wrap = False
-    with connection.cursor() as cursor:  # one cursor for the reads and the insert
-        for _ in range(MAX_PICK_ATTEMPTS):
+    with connection.cursor() as cursor:
+        while True:
             pivot = 0.0 if wrap else random.random()
-            params = _pick_params(
-                project=project, user=user, now_p=now_p, gold=gold, pivot=pivot, tried=tried
-            )
-            if check_live:
-                check_live = False
-                cursor.execute(_live_and_pick_sql(order, PICK_WINDOW), [user.pk, project.pk, now_p, *params])
-                rows = cursor.fetchall()
-                if rows and rows[0][_PICK_COLUMNS] is not None:
-                    return _live_lease(rows[0][_PICK_COLUMNS], project=project)
-            else:
-                cursor.execute(_pick_sql(order, exclude=len(tried), limit=PICK_WINDOW), params)
-                rows = cursor.fetchall()
-            if not rows:
-                if order == AssignmentOrder.RANDOM and not wrap:
-                    wrap = True  # nothing at or after the pivot: start again from the first item
-                    continue
-                return None
-            shown: dict[int, list[str]] = {}  # item id -> its candidate ids in the order to show
-            insert_params: list[Any] = [user.pk]
-            for row in rows:
-                ids = row[6].split(",") if row[6] else []
-                random.shuffle(ids)
-                shown[row[0]] = ids
-                insert_params += [row[0], f"[{','.join(ids)}]"]
-            insert_params += [now_p, expires_p, *shown, gold, now_p, user.pk, user.pk]
+            params = _pick_params(project=project, user=user, now_p=now_p, gold=gold, pivot=pivot, tried=[])
+            live = [user.pk, project.pk, now_p] if check_live else []
             with write_statement():
-                cursor.execute(_insert_lease_among_sql(order, len(shown)), insert_params)
-                rows_inserted = cursor.fetchall()  # to the end: the statement commits when it completes
-            inserted = rows_inserted[0] if rows_inserted else None
-            if inserted is not None:
-                lease_id, item_id, *content = inserted
-                row = next(row for row in rows if row[0] == item_id)
-                order_shown = [int(c) for c in shown[item_id]]
+                cursor.execute(
+                    _lease_next_sql_sqlite(order, check_live), [user.pk, now_p, expires_p, *live, *params]
+                )
+                rows = cursor.fetchall()  # to the end: the statement commits when it completes
+            if rows:
+                lease_id, item_id, shown, item_json, *content = rows[0]
+                prompt_id, count, required, is_gold, priority = _loads(item_json)
                 return _build_lease(
                     lease_id=lease_id,
                     project=project,
                     user=user,
-                    item_row=(*row[:6], *content),
-                    order_shown=order_shown,
+                    item_row=(item_id, prompt_id, count, required, is_gold, priority, *content),
+                    order_shown=_loads(shown),
                     now=now,
                     expires_at=expires_at,
                 )
-            tried += shown  # all of them were filled since our read: read the next window
-        return None
+            if check_live:
+                check_live = False
+                cursor.execute(_LIVE_SQL, [user.pk, project.pk, now_p])
+                live_row = cursor.fetchone()
+                if live_row is not None:
+                    return _live_lease(live_row[0], project=project)
+            if order == AssignmentOrder.RANDOM and not wrap:
+                wrap = True  # nothing at or after the pivot: start again from the first item
+                continue
+            return None
 
 
 def item_next(*, project: Project, user: AbstractBaseUser) -> Lease | None:

@@ -104,6 +104,30 @@ def write_transaction() -> Iterator[None]:
 
 
 @contextmanager
+def write_block() -> Iterator[Any]:
+    """A cursor for a short block of raw statements that must commit together (submit's): on a SQLite file,
+    under the file lock of write_transaction, ``BEGIN IMMEDIATE`` … ``COMMIT`` sent directly, without the
+    atomic block's bookkeeping (switching autocommit off and on, savepoint state), which cost more than the
+    BEGIN itself. The block must not open an atomic block of its own nor write through the ORM (both expect
+    autocommit); reads are fine. Elsewhere, or inside a transaction of the caller's, ``write_transaction``."""
+    db = connections[DEFAULT_DB_ALIAS]
+    if not _queues_on_file_lock(db) or not db.get_autocommit():
+        with write_transaction(), db.cursor() as cursor:
+            yield cursor
+        return
+    with _file_lock(db), db.cursor() as cursor:
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            yield cursor
+        except BaseException:
+            with db.wrap_database_errors:
+                db.connection.rollback()
+            raise
+        with db.wrap_database_errors:
+            db.connection.commit()
+
+
+@contextmanager
 def write_statement() -> Iterator[None]:
     """For one writing statement: on a SQLite file it runs in autocommit (a single statement is its own
     transaction, and takes SQLite's write lock when it starts, as BEGIN IMMEDIATE would) while this process

@@ -20,7 +20,7 @@ from feedback.models import (
     Prompt,
     Skip,
 )
-from feedback.services.distribution.raw import _field, _is_pg
+from feedback.services.distribution.raw import _field
 
 T_ITEM = Item._meta.db_table
 T_LEASE = Lease._meta.db_table
@@ -38,14 +38,7 @@ _CANDIDATES_SQL_PG = (
     " 'model_version_id', c.model_version_id, 'position', ic.position) ORDER BY ic.position)"
     f" FROM {T_IC} ic JOIN {T_CAND} c ON c.id = ic.candidate_id WHERE ic.item_id = i.id)"
 )
-#: SQLite reads a window of items per pick, but only the leased one's content is wanted: the pick reads each
-#: item's candidate ids in position order ("12,13", to draw the order shown), and the lease INSERT returns the
-#: leased item's prompt and candidates (_LEASED_CONTENT_SQLITE). Building the content of a window of eight
-#: items cost 66 of the pick's 84 us here.
-_CANDIDATE_IDS_SQLITE = (
-    f"(SELECT group_concat(candidate_id) FROM (SELECT candidate_id FROM {T_IC}"
-    " WHERE item_id = i.id ORDER BY position))"
-)
+#: SQLite: the leased item's prompt and candidates, returned by the lease INSERT (_lease_next_sql_sqlite)
 _LEASED_CONTENT_SQLITE = (
     f"(SELECT p.text FROM {T_ITEM} i JOIN {T_PROMPT} p ON p.id = i.prompt_id WHERE i.id = {T_LEASE}.item_id),"
     f" (SELECT p.messages FROM {T_ITEM} i JOIN {T_PROMPT} p ON p.id = i.prompt_id WHERE i.id = {T_LEASE}.item_id),"
@@ -67,15 +60,10 @@ def _order_by(order: str) -> str:
     return _ORDERS.get(order, _FEWEST)[0]
 
 
-def _pick_sql(order: str, *, exclude: int, limit: int = 1) -> str:
-    return _pick_sql_for(order, exclude, limit, _is_pg())
-
-
-@functools.lru_cache(maxsize=256)
-def _pick_sql_for(order: str, exclude: int, limit: int, pg: bool) -> str:
-    order_by, index = _ORDERS.get(order, _FEWEST)
-    # SQLite may ignore a partial index and walk finished items (DESIGN.md): name it explicitly.
-    indexed = f" INDEXED BY {index}" if index and not pg else ""
+def _pick_conditions(order: str, exclude: int) -> str:
+    """The pick's WHERE conditions after ``i.project_id = %s AND i.is_open``: the gold flag, room for one more
+    (annotations + live leases), not annotated nor skipped by this annotator, the random order's pivot and the
+    items to leave out."""
     random_pivot = (
         f" AND i.id >= (SELECT MIN(id) FROM {T_ITEM} WHERE project_id = %s) + %s * "
         f"((SELECT MAX(id) FROM {T_ITEM} WHERE project_id = %s) - (SELECT MIN(id) FROM {T_ITEM} WHERE project_id = %s))"
@@ -83,43 +71,63 @@ def _pick_sql_for(order: str, exclude: int, limit: int, pg: bool) -> str:
         else ""
     )
     not_in = f" AND i.id NOT IN ({', '.join(['%s'] * exclude)})" if exclude else ""
-    lock = " FOR UPDATE OF i SKIP LOCKED" if pg else ""
-    # PostgreSQL: the item's content comes with the pick (one row); SQLite: its candidate ids (see above)
-    content = f"p.text, p.messages, {_CANDIDATES_SQL_PG}" if pg else _CANDIDATE_IDS_SQLITE
-    prompt = f" JOIN {T_PROMPT} p ON p.id = i.prompt_id" if pg else ""
     return (
-        f"SELECT i.id, i.prompt_id, i.annotations_count, i.annotations_required, i.is_gold, i.priority,"
-        f" {content}"
-        f" FROM {T_ITEM} i{indexed}{prompt}"
-        f" WHERE i.project_id = %s AND i.is_open AND i.is_gold = %s"
+        " AND i.is_gold = %s"
         f" AND i.annotations_count + (SELECT COUNT(*) FROM {T_LEASE} l"
         f"   WHERE l.item_id = i.id AND l.expires_at > %s) < i.annotations_required"
         f" AND NOT EXISTS (SELECT 1 FROM {T_ANN} a WHERE a.item_id = i.id AND a.annotator_id = %s)"
         f" AND NOT EXISTS (SELECT 1 FROM {T_SKIP} s WHERE s.item_id = i.id AND s.annotator_id = %s)"
         f"{random_pivot}{not_in}"
-        f" ORDER BY {order_by} LIMIT {int(limit)}{lock}"
     )
 
 
-@functools.lru_cache(maxsize=64)
-def _insert_lease_among_sql(order: str, n: int) -> str:
-    """SQLite, under the write lock: lease the first of ``n`` picked items (in the project's order, by the
-    latest commit) that still has room for this annotator. The order shown was drawn beforehand per item.
-    Returns the lease id, the item id and the item's content: prompt text, messages, candidates (JSON)."""
-    ids = ", ".join(["%s"] * n)
-    case = " ".join(["WHEN %s THEN %s"] * n)
+def _from_open_items(order: str, *, sqlite: bool) -> str:
+    # SQLite may ignore a partial index and walk finished items (DESIGN.md): name it explicitly.
+    index = _ORDERS.get(order, _FEWEST)[1]
+    indexed = f" INDEXED BY {index}" if index and sqlite else ""
+    return f" FROM {T_ITEM} i{indexed}"
+
+
+@functools.lru_cache(maxsize=256)
+def _pick_sql(order: str, *, exclude: int) -> str:
+    """PostgreSQL's pick: the first free item in the project's order, its row locked (SKIP LOCKED), with its
+    prompt and candidates; ``exclude`` placeholders for items to leave out (filled since our snapshot)."""
+    return (
+        "SELECT i.id, i.prompt_id, i.annotations_count, i.annotations_required, i.is_gold, i.priority,"
+        f" p.text, p.messages, {_CANDIDATES_SQL_PG}"
+        f"{_from_open_items(order, sqlite=False)} JOIN {T_PROMPT} p ON p.id = i.prompt_id"
+        f" WHERE i.project_id = %s AND i.is_open{_pick_conditions(order, exclude)}"
+        f" ORDER BY {_order_by(order)} LIMIT 1 FOR UPDATE OF i SKIP LOCKED"
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _lease_next_sql_sqlite(order: str, check_live: bool) -> str:
+    """SQLite, one statement, run under the write lock: pick the first free item in the project's order by the
+    latest commit and lease it, with the order shown drawn here (the item's candidates in random order). With
+    ``check_live`` it leases nothing while the annotator holds a live lease in the project. Parameters: the
+    annotator, now, the expiry, [the annotator, the project, now: with check_live], then the pick's
+    (_pick_params). Returns the lease id, the item id, the order shown, the item's columns (prompt id,
+    annotations count and required, gold, priority: a JSON array) and its content (_LEASED_CONTENT_SQLITE). An
+    expired lease of the same annotator on the picked item (its row stays until reclaimed) is renewed in place."""
+    no_live = (
+        f"NOT EXISTS (SELECT 1 FROM {T_LEASE} ll JOIN {T_ITEM} li ON li.id = ll.item_id"
+        " WHERE ll.annotator_id = %s AND li.project_id = %s AND ll.expires_at > %s) AND "
+        if check_live
+        else ""
+    )
     return (
         f"INSERT INTO {T_LEASE} (item_id, annotator_id, order_shown, created_at, expires_at)"
-        f" SELECT i.id, %s, CASE i.id {case} END, %s, %s FROM {T_ITEM} i"
-        f" WHERE i.id IN ({ids}) AND i.is_open AND i.is_gold = %s"
-        f" AND i.annotations_count + (SELECT COUNT(*) FROM {T_LEASE} l"
-        f"   WHERE l.item_id = i.id AND l.expires_at > %s) < i.annotations_required"
-        f" AND NOT EXISTS (SELECT 1 FROM {T_ANN} a WHERE a.item_id = i.id AND a.annotator_id = %s)"
-        f" AND NOT EXISTS (SELECT 1 FROM {T_SKIP} s WHERE s.item_id = i.id AND s.annotator_id = %s)"
+        f" SELECT i.id, %s, (SELECT json_group_array(candidate_id) FROM (SELECT candidate_id FROM {T_IC}"
+        " WHERE item_id = i.id ORDER BY random())), %s, %s"
+        f"{_from_open_items(order, sqlite=True)}"
+        f" WHERE {no_live}i.project_id = %s AND i.is_open{_pick_conditions(order, 0)}"
         f" ORDER BY {_order_by(order)} LIMIT 1"
-        f" ON CONFLICT (item_id, annotator_id) DO UPDATE SET order_shown = excluded.order_shown,"
-        f" created_at = excluded.created_at, expires_at = excluded.expires_at"
-        f" RETURNING id, item_id, {_LEASED_CONTENT_SQLITE}"
+        " ON CONFLICT (item_id, annotator_id) DO UPDATE SET order_shown = excluded.order_shown,"
+        " created_at = excluded.created_at, expires_at = excluded.expires_at"
+        " RETURNING id, item_id, order_shown, (SELECT json_array(i.prompt_id, i.annotations_count,"
+        f" i.annotations_required, i.is_gold, i.priority) FROM {T_ITEM} i WHERE i.id = {T_LEASE}.item_id),"
+        f" {_LEASED_CONTENT_SQLITE}"
     )
 
 
@@ -129,19 +137,7 @@ _LIVE_SQL = (
     " WHERE l.annotator_id = %s AND i.project_id = %s AND l.expires_at > %s"
     " ORDER BY l.created_at DESC LIMIT 1"
 )
-_PICK_COLUMNS = 7  # columns of a pick row on SQLite (see _pick_sql_for)
-_PICK_COLUMNS_PG = 9  # the same on PostgreSQL (one candidates column)
-
-
-@functools.lru_cache(maxsize=16)
-def _live_and_pick_sql(order: str, limit: int) -> str:
-    """SQLite: the live-lease check and the first pick in one statement. Pick rows come with a last column of
-    NULL; a live lease comes as one more row whose last column is its id (all others NULL)."""
-    nulls = ", ".join(["NULL"] * _PICK_COLUMNS)
-    return (
-        f"SELECT * FROM (SELECT {nulls}, live.id FROM ({_LIVE_SQL}) live)"
-        f" UNION ALL SELECT *, NULL FROM ({_pick_sql_for(order, 0, limit, False)})"
-    )
+_PICK_COLUMNS_PG = 9  # columns of PostgreSQL's pick row (_pick_sql)
 
 
 @functools.lru_cache(maxsize=64)

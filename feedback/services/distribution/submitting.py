@@ -15,7 +15,7 @@ from django.utils import timezone
 from feedback.db import hot_cursor
 from feedback.errors import AlreadyAnnotated, Conflict, IdempotencyKeyReused, InvalidInput, NoLiveLease
 from feedback.models import Annotation, BinaryLabel, Demonstration, PreferencePair
-from feedback.services.distribution.locking import write_transaction
+from feedback.services.distribution.locking import write_block
 from feedback.services.distribution.raw import _dt, _field, _from_db, _insert, _is_pg, _json_param, _loads
 from feedback.services.distribution.sql import _SUBMIT_READ_SQL_PG, _submit_sql, _submit_write_sql_pg
 from feedback.services.distribution.submit_context import _recall_for_submit
@@ -235,7 +235,7 @@ def _submit_sqlite(
 ) -> tuple[Annotation, bool]:
     """SQLite, one transaction under the write lock: take the lease, count the annotation, validate, write."""
     delete_sql, update_sql = _submit_sql()
-    with write_transaction(), hot_cursor() as cursor:  # one cursor for every statement of the submit
+    with write_block() as cursor:  # one cursor for every statement of the submit
         cursor.execute(delete_sql, [item_id, user.pk, _dt(now)])
         row = cursor.fetchone()
         if row is None:
