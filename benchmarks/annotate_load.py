@@ -632,12 +632,14 @@ def main() -> None:
     parser.add_argument(
         "--pg-url", default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     )
-    # SQLite: 4 processes x 1 thread. A writer holding SQLite's one write lock must not wait for its own
-    # process's GIL (each SQLite call releases it, and a sibling thread takes it): with one thread per process
-    # the server used the whole machine (3 % idle against ~25 % with 3 x 2). 32 annotators, interleaved slices,
-    # 2026-12-02: 4 x 1 0.50, 0.52, 0.51, 0.51 x the ceiling; 3 x 2 0.41, 0.45; 3 x 1 0.45, 0.51; 6 x 1 0.48,
-    # 0.49; 8 x 1 0.46, 0.47.
-    parser.add_argument("--sqlite-workers", type=int, default=4)
+    # SQLite: one process per core, 1 thread each. A writer holding SQLite's one write lock must not wait for
+    # its own process's GIL (each SQLite call releases it, and a sibling thread takes it): with one thread per
+    # process the server used the whole machine (3 % idle against ~25 % with 3 x 2). And every statement that
+    # starts after another process's commit re-reads SQLite's emptied page cache, so fewer processes cost less.
+    # 32 annotators, 2 cores (AMD EPYC), 2026-12-07, alternating: 2 x 1 0.639, 0.638, 0.605, 0.647, 0.648,
+    # 0.662 x the ceiling; 3 x 1 0.605, 0.628; 4 x 1 0.563, 0.594, 0.579, 0.577; 6 x 1 0.596, 0.599; 2 x 2
+    # 0.571. (2026-12-02, before next became one statement: 4 x 1 0.50-0.52; 3 x 2 0.41, 0.45; 8 x 1 0.46.)
+    parser.add_argument("--sqlite-workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--sqlite-threads", type=int, default=1)
     parser.add_argument("--pg-workers", type=int, default=2)
     parser.add_argument("--pg-threads", type=int, default=4)
