@@ -244,12 +244,10 @@ def _next_on_file(
     from django.test.utils import CaptureQueriesContext
 
     from feedback.models import Project
-    from feedback.services.distribution import item_next
+    from feedback.services.distribution import item_next, locking
 
     user = get_user_model().objects.get(pk=user_id)
     project = Project.objects.get(pk=project_id)
-    from feedback.services.distribution import locking
-
     item_next(project=project, user=get_user_model().objects.get(pk=first_id))
     locked: list[bool] = []
 
@@ -296,6 +294,65 @@ def test_next_on_a_sqlite_file_leases_in_autocommit(tmp_path, project_factory, u
     assert len(got["sql"]) == 1 and got["sql"][0].startswith("INSERT INTO"), got["sql"]
     assert got["locked"] == [True] and not got["in_transaction"]
     assert got["seen"] == [got["lease"]]
+
+
+def _failed_submit_on_file(
+    sqlite_file: str, project_id: int, user_id: int, out: Any
+) -> None:  # pragma: no cover
+    """In a child, on the SQLite file: two leases, a submit, then a submit of the other item with the same
+    idempotency key, which fails at the annotation INSERT, inside submit's raw BEGIN ... COMMIT block."""
+    _use_db(sqlite_file)
+    from django.contrib.auth import get_user_model
+
+    from feedback.errors import IdempotencyKeyReused
+    from feedback.models import Annotation, Item, Lease, Project
+    from feedback.services.distribution import annotation_submit, item_next
+
+    user = get_user_model().objects.get(pk=user_id)
+    project = Project.objects.get(pk=project_id)
+    first = item_next(project=project, user=user)
+    annotation_submit(user=user, item_id=first.item_id, payload={"choice": "A"}, idempotency_key="k-1")
+    second = item_next(project=project, user=user)
+    error = ""
+    try:
+        annotation_submit(user=user, item_id=second.item_id, payload={"choice": "B"}, idempotency_key="k-1")
+    except IdempotencyKeyReused as exc:
+        error = type(exc).__name__
+    out.put(
+        {
+            "error": error,
+            "in_transaction": connection.connection.in_transaction,
+            "lease_kept": Lease.objects.filter(item_id=second.item_id, annotator=user).exists(),
+            "count": Item.objects.get(pk=second.item_id).annotations_count,
+            "annotations": Annotation.objects.filter(annotator=user).count(),
+            # the connection still writes: the second item can be submitted with a fresh key
+            "retry": annotation_submit(
+                user=user, item_id=second.item_id, payload={"choice": "B"}, idempotency_key="k-2"
+            )[1],
+        }
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_failed_submit_on_a_sqlite_file_rolls_back(tmp_path, project_factory, user_factory, make_item):
+    """Submit's statements on a SQLite file run in a BEGIN ... COMMIT sent directly (locking.write_block): a
+    statement that fails rolls all of them back (the lease deleted and the item counted before it come back),
+    releases the write lock and leaves the connection out of any transaction."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's write path (this run: PostgreSQL)")
+    project = project_factory(annotations_required=1)
+    make_item(project)
+    make_item(project)
+    user = user_factory()
+    connection.ensure_connection()
+    sqlite_file = str(tmp_path / "submit.sqlite3")
+    target = sqlite3.connect(sqlite_file)
+    connection.connection.backup(target)
+    target.close()
+    got = _run_child(_failed_submit_on_file, sqlite_file, project.pk, user.pk)
+    assert got["error"] == "IdempotencyKeyReused", got
+    assert not got["in_transaction"] and got["lease_kept"] and got["count"] == 0, got
+    assert got["annotations"] == 1 and got["retry"] is True, got
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

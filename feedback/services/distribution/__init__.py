@@ -36,7 +36,8 @@ SQL per call on the hot path (statements sent through Django's cursor; BEGIN is 
 
 Modules: ``leasing`` (item_next, lease_candidates), ``submitting`` (annotation_submit), ``sql`` (the SQL text of
 both), ``raw`` (rows read and written without the ORM's layers), ``locking`` (SQLite's write lock:
-write_transaction, write_statement, write_block), ``submit_context`` (_SUBMIT_CONTEXT); skip, undo and reclaim are here.
+write_transaction, write_statement, write_block), ``submit_context`` (_SUBMIT_CONTEXT); skip, undo and reclaim
+are here.
 """
 
 from __future__ import annotations
