@@ -166,6 +166,15 @@ def _verify(sqlite_file: str | None, project_id: int, out: Any) -> None:  # prag
     )
 
 
+def _copy_to_file(path: Path) -> str:
+    """The test database lives in memory; a child process on SQLite needs a file: copy it over."""
+    connection.ensure_connection()
+    target = sqlite3.connect(path)
+    connection.connection.backup(target)
+    target.close()
+    return str(path)
+
+
 def _run_child(target, *args) -> dict[str, Any]:
     ctx = mp.get_context("fork")
     out = ctx.Queue()
@@ -183,12 +192,7 @@ def _hammer(tmp_path: Path, project_factory, user_factory, make_item) -> None:
     users = [user_factory() for _ in range(WORKERS)]
     sqlite_file = None
     if connection.vendor == "sqlite":
-        # the test database lives in memory; workers in other processes need a file: copy it over
-        connection.ensure_connection()
-        sqlite_file = str(tmp_path / "hammer.sqlite3")
-        target = sqlite3.connect(sqlite_file)
-        connection.connection.backup(target)
-        target.close()
+        sqlite_file = _copy_to_file(tmp_path / "hammer.sqlite3")
     else:
         connections.close_all()  # children must not share the parent's socket
 
@@ -284,11 +288,7 @@ def test_next_on_a_sqlite_file_leases_in_autocommit(tmp_path, project_factory, u
     for _ in range(3):
         make_item(project)
     first, user = user_factory(), user_factory()
-    connection.ensure_connection()
-    sqlite_file = str(tmp_path / "next.sqlite3")
-    target = sqlite3.connect(sqlite_file)
-    connection.connection.backup(target)
-    target.close()
+    sqlite_file = _copy_to_file(tmp_path / "next.sqlite3")
     got = _run_child(_next_on_file, sqlite_file, project.pk, first.pk, user.pk)
     assert not any(q.upper().startswith("BEGIN") for q in got["sql"]), got["sql"]
     assert len(got["sql"]) == 1 and got["sql"][0].startswith("INSERT INTO"), got["sql"]
@@ -344,11 +344,7 @@ def test_failed_submit_on_a_sqlite_file_rolls_back(tmp_path, project_factory, us
     make_item(project)
     make_item(project)
     user = user_factory()
-    connection.ensure_connection()
-    sqlite_file = str(tmp_path / "submit.sqlite3")
-    target = sqlite3.connect(sqlite_file)
-    connection.connection.backup(target)
-    target.close()
+    sqlite_file = _copy_to_file(tmp_path / "submit.sqlite3")
     got = _run_child(_failed_submit_on_file, sqlite_file, project.pk, user.pk)
     assert got["error"] == "IdempotencyKeyReused", got
     assert not got["in_transaction"] and got["lease_kept"] and got["count"] == 0, got

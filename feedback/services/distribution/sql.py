@@ -48,6 +48,14 @@ _LEASED_CONTENT_SQLITE = (
 )
 
 
+#: the user's newest live lease in the project (its id), if any
+_LIVE_SQL = (
+    f"SELECT l.id FROM {T_LEASE} l JOIN {T_ITEM} i ON i.id = l.item_id"
+    " WHERE l.annotator_id = %s AND i.project_id = %s AND l.expires_at > %s"
+    " ORDER BY l.created_at DESC LIMIT 1"
+)
+
+
 #: assignment order -> (ORDER BY of the pick, the partial index that serves it); fewest annotations by default
 _ORDERS: dict[str, tuple[str, str]] = {
     AssignmentOrder.PRIORITY: ("i.priority DESC, i.id", "item_open_priority"),
@@ -110,12 +118,7 @@ def _lease_next_sql_sqlite(order: str, check_live: bool) -> str:
     (_pick_params). Returns the lease id, the item id, the order shown, the item's columns (prompt id,
     annotations count and required, gold, priority: a JSON array) and its content (_LEASED_CONTENT_SQLITE). An
     expired lease of the same annotator on the picked item (its row stays until reclaimed) is renewed in place."""
-    no_live = (
-        f"NOT EXISTS (SELECT 1 FROM {T_LEASE} ll JOIN {T_ITEM} li ON li.id = ll.item_id"
-        " WHERE ll.annotator_id = %s AND li.project_id = %s AND ll.expires_at > %s) AND "
-        if check_live
-        else ""
-    )
+    no_live = f"NOT EXISTS ({_LIVE_SQL}) AND " if check_live else ""
     return (
         f"INSERT INTO {T_LEASE} (item_id, annotator_id, order_shown, created_at, expires_at)"
         f" SELECT i.id, %s, (SELECT json_group_array(candidate_id) FROM (SELECT candidate_id FROM {T_IC}"
@@ -131,12 +134,6 @@ def _lease_next_sql_sqlite(order: str, check_live: bool) -> str:
     )
 
 
-#: the user's newest live lease in the project (its id), if any
-_LIVE_SQL = (
-    f"SELECT l.id FROM {T_LEASE} l JOIN {T_ITEM} i ON i.id = l.item_id"
-    " WHERE l.annotator_id = %s AND i.project_id = %s AND l.expires_at > %s"
-    " ORDER BY l.created_at DESC LIMIT 1"
-)
 _PICK_COLUMNS_PG = 9  # columns of PostgreSQL's pick row (_pick_sql)
 
 
